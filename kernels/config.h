@@ -1,0 +1,25 @@
+// Compile-time shape of the MLA decode problem and of the kernel's tiles.
+#pragma once
+
+namespace mla {
+
+// Problem: one KV head of 576 = 512 latent + 64 rope; V is the first 512 columns of K.
+constexpr int kHeadDimQK = 576;
+constexpr int kHeadDimV = 512;
+constexpr int kPageSize = 64;
+
+// Tiles: 64 query rows (s_q * h_q flattened) against one 64-token page per step.
+constexpr int kBlockM = 64;
+constexpr int kBlockN = kPageSize;
+constexpr int kStages = 2;
+
+// Warp roles: one producer warpgroup (TMA), two consumer warpgroups (wgmma + softmax).
+constexpr int kNumConsumerWarpgroups = 2;
+constexpr int kThreads = 128 * (1 + kNumConsumerWarpgroups);
+
+// Scheduler: a request costs its pages plus this many pages' worth of fixed work
+// (loading Q, writing O and the partial-result traffic of a split).
+constexpr int kFixedCostBlocks = 5;
+constexpr int kMetadataFields = 8;
+
+}  // namespace mla

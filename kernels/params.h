@@ -1,0 +1,43 @@
+// Plain-data arguments of the three kernels.
+#pragma once
+#include <cstdint>
+
+namespace mla {
+
+// One row of tile-scheduler metadata (see kernels/DESIGN.md, "Scheduler").
+struct PartMetadata {
+  int begin_req;        // first request, inclusive; >= batch marks an empty part
+  int begin_block;      // first page of begin_req covered by this part
+  int end_req;          // last request, inclusive
+  int end_block;        // one past the last page of end_req covered by this part
+  int begin_split;      // index of this part's piece among the pieces of begin_req
+  int reserved[3];
+};
+static_assert(sizeof(PartMetadata) == 8 * sizeof(int), "metadata row is 8 int32");
+
+struct DecodeParams {
+  int batch;
+  int seqlen_q;
+  int num_heads_q;
+  int q_rows;           // seqlen_q * num_heads_q: the M dimension of one request
+  bool causal;
+  float scale_log2;     // softmax_scale * log2(e)
+
+  const void* q;        // [batch, seqlen_q, num_heads_q, 576]
+  int64_t q_batch_stride, q_seq_stride, q_head_stride;
+  void* out;            // [batch, seqlen_q, num_heads_q, 512], contiguous
+  float* lse;           // [batch, num_heads_q, seqlen_q], contiguous
+
+  float* out_accum;     // [num_splits_total, q_rows, 512]: partial outputs of split requests
+  float* lse_accum;     // [num_splits_total, q_rows]: their log2-domain LSE
+
+  const int* block_table;
+  int64_t block_table_stride;
+  int max_blocks_per_seq;
+  const int* seqlens_k;
+
+  const PartMetadata* metadata;
+  const int* num_splits;  // [batch + 1], cumulative
+};
+
+}  // namespace mla

@@ -1,0 +1,55 @@
+// Shared-memory layouts and wgmma tiles of the split-KV decode kernel.
+#pragma once
+#include <cute/tensor.hpp>
+#include <cute/atom/mma_atom.hpp>
+#include <cutlass/numeric_types.h>
+
+#include "config.h"
+
+namespace mla {
+
+using namespace cute;
+
+template <typename Element_>
+struct DecodeTraits {
+  using Element = Element_;
+
+  // Q and each KV page are K-major tiles of 64 rows x 576 columns, stored as nine
+  // 64x64 column chunks with the 128-byte swizzle. This is exactly what one 3-D TMA
+  // box of 64 columns x 64 rows writes, so a page lands as nine boxes.
+  using SmemLayoutAtom = GMMA::Layout_K_SW128_Atom<Element>;
+  using SmemLayoutQ = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kBlockM>, Int<kHeadDimQK>>{}));
+  using SmemLayoutKV = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kBlockN>, Int<kHeadDimQK>>{}));
+  // V^T seen in the same bytes: (512 dims, 64 tokens), dims contiguous, so that
+  // Vt(d, t) and KV(t, d) are one address. Tiling tokens first keeps the 64-dim
+  // chunks 4096 elements apart, as the TMA boxes left them.
+  using SmemLayoutVt = decltype(tile_to_shape(GMMA::Layout_MN_SW128_Atom<Element>{},
+                                              Shape<Int<kHeadDimV>, Int<kBlockN>>{}, Step<_2, _1>{}));
+  // P = softmax(S) for both consumers, in bf16/fp16, as the A operand of P @ V.
+  using SmemLayoutP = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kBlockM>, Int<kBlockN>>{}));
+
+  // Each consumer warpgroup computes S for its half of the page's tokens ...
+  static constexpr int kBlockNPerWarpgroup = kBlockN / kNumConsumerWarpgroups;
+  using TiledMmaQK = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<Element, Element, float, Shape<Int<kBlockM>, Int<kBlockNPerWarpgroup>, _16>,
+                           GMMA::Major::K, GMMA::Major::K>()));
+  // ... and accumulates O for its half of the 512 output columns over all 64 tokens.
+  static constexpr int kHeadDimVPerWarpgroup = kHeadDimV / kNumConsumerWarpgroups;
+  using TiledMmaPV = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<Element, Element, float, Shape<Int<kBlockM>, Int<kHeadDimVPerWarpgroup>, _16>,
+                           GMMA::Major::K, GMMA::Major::MN>()));
+
+  struct SharedStorage {
+    alignas(1024) Element q[cosize_v<SmemLayoutQ>];
+    alignas(1024) Element kv[kStages][cosize_v<SmemLayoutKV>];
+    alignas(1024) Element p[cosize_v<SmemLayoutP>];
+    float row_max[kNumConsumerWarpgroups][kBlockM];
+    float row_sum[kNumConsumerWarpgroups][kBlockM];
+    uint64_t kv_full[kStages];
+    uint64_t kv_empty[kStages];
+  };
+  static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + room to align the base
+  static constexpr int kKVPageBytes = kBlockN * kHeadDimQK * sizeof(Element);
+};
+
+}  // namespace mla

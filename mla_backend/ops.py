@@ -1,0 +1,181 @@
+"""The two custom ops, FlashMLA's original Python API on top of them, and argument checks.
+
+`torch.ops.mla_backend.get_mla_metadata` and `torch.ops.mla_backend.fwd_kvcache`
+have a CUDA implementation (kernels/, sm_90a), a CPU implementation (the float32
+reference) and fake implementations, so they trace under torch.compile and
+capture in CUDA graphs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import reference
+from .reference import HEAD_DIM_QK, HEAD_DIM_V, METADATA_FIELDS, PAGE_SIZE
+
+_lib = torch.library.Library("mla_backend", "DEF")
+_lib.define("get_mla_metadata(Tensor cache_seqlens, int num_q_tokens_per_head_k, int num_heads_k) "
+            "-> (Tensor, Tensor)")
+_lib.define("fwd_kvcache(Tensor q, Tensor k_cache, Tensor block_table, Tensor cache_seqlens, int head_dim_v, "
+            "Tensor tile_scheduler_metadata, Tensor num_splits, float softmax_scale, bool causal) "
+            "-> (Tensor, Tensor)")
+
+
+def _load_extension() -> str | None:
+    """Loads mla_backend._C; returns why not, or None."""
+    candidates = sorted(Path(__file__).parent.glob("_C*.so"))
+    if not candidates:
+        return "mla_backend._C is not built"
+    try:
+        torch.ops.load_library(str(candidates[0]))
+    except OSError as e:
+        return f"mla_backend._C failed to load: {e}"
+    return None
+
+
+EXTENSION_ERROR = _load_extension()
+
+
+def has_sm90_kernel(device: torch.device) -> bool:
+    """Whether the CUDA kernels serve tensors on `device` (an sm_90 GPU and a loaded extension)."""
+    return (EXTENSION_ERROR is None and device.type == "cuda"
+            and torch.cuda.get_device_capability(device) == (9, 0))
+
+
+@torch.library.impl("mla_backend::get_mla_metadata", "CPU")
+def _get_mla_metadata_cpu(cache_seqlens, num_q_tokens_per_head_k, num_heads_k):
+    return reference.get_mla_metadata(cache_seqlens, num_q_tokens_per_head_k, num_heads_k)
+
+
+@torch.library.impl("mla_backend::fwd_kvcache", "CPU")
+def _fwd_kvcache_cpu(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits,
+                     softmax_scale, causal):
+    return reference.mla_decode(q, k_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal)
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return reference.DEFAULT_NUM_SMS
+
+
+@torch.library.register_fake("mla_backend::get_mla_metadata")
+def _get_mla_metadata_fake(cache_seqlens, num_q_tokens_per_head_k, num_heads_k):
+    parts = reference.num_sm_parts(_num_sms(cache_seqlens.device), num_q_tokens_per_head_k, num_heads_k)
+    return (cache_seqlens.new_empty((parts, METADATA_FIELDS)),
+            cache_seqlens.new_empty((cache_seqlens.shape[0] + 1,)))
+
+
+@torch.library.register_fake("mla_backend::fwd_kvcache")
+def _fwd_kvcache_fake(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits,
+                      softmax_scale, causal):
+    b, s_q, h_q, _ = q.shape
+    return q.new_empty((b, s_q, h_q, head_dim_v)), q.new_empty((b, h_q, s_q), dtype=torch.float32)
+
+
+def _expect(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _check_int32(t, name: str, shape: tuple, device: torch.device) -> None:
+    _expect(isinstance(t, torch.Tensor), f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    _expect(t.dtype == torch.int32, f"{name} must be int32, got {t.dtype}")
+    _expect(t.device == device, f"{name} must be on {device} (q's device), got {t.device}")
+    _expect(t.dim() == len(shape) and all(e is None or e == s for e, s in zip(shape, t.shape)),
+            f"{name} must have shape {_shape_str(shape)}, got {list(t.shape)}")
+    _expect(t.dim() == 0 or t.stride(-1) == 1, f"{name} must be contiguous in its last dim, got strides {t.stride()}")
+
+
+def _shape_str(shape: tuple) -> str:
+    return "[" + ", ".join("*" if e is None else str(e) for e in shape) + "]"
+
+
+def _is_tracing() -> bool:
+    return torch.compiler.is_compiling() or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+
+
+def check_decode_inputs(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits,
+                        check_seqlens: bool) -> None:
+    """Raises ValueError naming the first argument that is not what the kernel takes."""
+    _expect(isinstance(q, torch.Tensor), f"q must be a torch.Tensor, got {type(q).__name__}")
+    _expect(q.dtype in (torch.bfloat16, torch.float16), f"q must be bfloat16 or float16, got {q.dtype}")
+    _expect(q.dim() == 4, f"q must be [batch, seqlen_q, num_heads_q, {HEAD_DIM_QK}], got shape {list(q.shape)}")
+    b, s_q, h_q, d = q.shape
+    _expect(d == HEAD_DIM_QK, f"q's head dim must be {HEAD_DIM_QK} (512 latent + 64 rope), got {d}")
+    _expect(s_q >= 1 and h_q >= 1, f"q must have seqlen_q >= 1 and num_heads_q >= 1, got shape {list(q.shape)}")
+    _expect(q.stride(-1) == 1, f"q must be contiguous in its last dim, got strides {q.stride()}")
+    _expect(head_dim_v == HEAD_DIM_V, f"head_dim_v must be {HEAD_DIM_V}, got {head_dim_v}")
+
+    _expect(isinstance(k_cache, torch.Tensor), f"k_cache must be a torch.Tensor, got {type(k_cache).__name__}")
+    _expect(k_cache.dtype == q.dtype, f"k_cache must have q's dtype {q.dtype}, got {k_cache.dtype}")
+    _expect(k_cache.device == q.device, f"k_cache must be on {q.device} (q's device), got {k_cache.device}")
+    _expect(k_cache.dim() == 4, f"k_cache must be [num_blocks, {PAGE_SIZE}, 1, {HEAD_DIM_QK}], "
+                                f"got shape {list(k_cache.shape)}")
+    _expect(k_cache.shape[1] == PAGE_SIZE, f"k_cache's page size (dim 1) must be {PAGE_SIZE}, got {k_cache.shape[1]}")
+    _expect(k_cache.shape[2] == 1, f"k_cache must have 1 KV head (dim 2), got {k_cache.shape[2]}")
+    _expect(k_cache.shape[3] == HEAD_DIM_QK, f"k_cache's head dim must be {HEAD_DIM_QK}, got {k_cache.shape[3]}")
+    _expect(k_cache.stride(3) == 1, f"k_cache must be contiguous in its last dim, got strides {k_cache.stride()}")
+    if q.is_cuda:
+        _expect(k_cache.stride(0) % 8 == 0 and k_cache.stride(1) % 8 == 0 and k_cache.data_ptr() % 16 == 0,
+                f"k_cache's page and token strides must be multiples of 8 elements and its data 16-byte aligned "
+                f"(TMA), got strides {k_cache.stride()}")
+
+    _check_int32(block_table, "block_table", (b, None), q.device)
+    _check_int32(cache_seqlens, "cache_seqlens", (b,), q.device)
+    _expect(cache_seqlens.is_contiguous(), "cache_seqlens must be contiguous")
+    _check_int32(tile_scheduler_metadata, "tile_scheduler_metadata", (None, METADATA_FIELDS), q.device)
+    _expect(tile_scheduler_metadata.is_contiguous(), "tile_scheduler_metadata must be contiguous")
+    _check_int32(num_splits, "num_splits", (b + 1,), q.device)
+
+    if check_seqlens and not _is_tracing() and b > 0:
+        lo, hi = (int(v) for v in torch.aminmax(cache_seqlens))
+        _expect(lo >= 0, f"cache_seqlens must be >= 0, got {lo}")
+        capacity = block_table.shape[1] * PAGE_SIZE
+        _expect(hi <= capacity, f"block_table has {block_table.shape[1]} blocks per request ({capacity} tokens), "
+                                f"too few for cache_seqlens up to {hi}")
+
+
+def get_mla_metadata(cache_seqlens: torch.Tensor, num_q_tokens_per_head_k: int,
+                     num_heads_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tile-scheduler metadata for a batch: (int32 [num_sm_parts, 8], int32 [batch + 1] cumulative splits).
+
+    On an sm_90 GPU it is computed by a kernel with no host synchronisation, so it can be
+    captured in a CUDA graph. num_q_tokens_per_head_k is seqlen_q * num_heads_q // num_heads_k.
+    """
+    _expect(isinstance(cache_seqlens, torch.Tensor), "cache_seqlens must be a torch.Tensor")
+    _expect(cache_seqlens.dtype == torch.int32 and cache_seqlens.dim() == 1,
+            f"cache_seqlens must be a 1-D int32 tensor, got {cache_seqlens.dtype} of shape {list(cache_seqlens.shape)}")
+    _expect(cache_seqlens.is_contiguous(), "cache_seqlens must be contiguous")
+    _expect(num_heads_k == 1, f"num_heads_k must be 1 (MLA has one KV head), got {num_heads_k}")
+    _expect(num_q_tokens_per_head_k >= 1, f"num_q_tokens_per_head_k must be >= 1, got {num_q_tokens_per_head_k}")
+    if cache_seqlens.is_cuda and not has_sm90_kernel(cache_seqlens.device):
+        return reference.get_mla_metadata(cache_seqlens, num_q_tokens_per_head_k, num_heads_k,
+                                          _num_sms(cache_seqlens.device))
+    return torch.ops.mla_backend.get_mla_metadata(cache_seqlens, num_q_tokens_per_head_k, num_heads_k)
+
+
+def flash_mla_with_kvcache(q: torch.Tensor, k_cache: torch.Tensor, block_table: torch.Tensor,
+                           cache_seqlens: torch.Tensor, head_dim_v: int, tile_scheduler_metadata: torch.Tensor,
+                           num_splits: torch.Tensor, softmax_scale: float | None = None, causal: bool = False,
+                           *, check_seqlens: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLA decode over a paged KV cache, FlashMLA's original interface.
+
+    q [b, s_q, h_q, 576]; k_cache [num_blocks, 64, 1, 576] (V is its first 512 columns);
+    block_table int32 [b, max_blocks]; cache_seqlens int32 [b]. Returns out [b, s_q, h_q, 512]
+    in q's dtype and lse float32 [b, h_q, s_q]. With causal, query token i of s_q sees the
+    first seqlen - s_q + 1 + i keys.
+
+    check_seqlens reads cache_seqlens on the host to check them against the block table;
+    it is skipped while capturing a CUDA graph or compiling. Pass False where a host
+    synchronisation per call costs too much.
+    """
+    check_decode_inputs(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits,
+                        check_seqlens)
+    if softmax_scale is None:
+        softmax_scale = HEAD_DIM_QK ** -0.5
+    if q.is_cuda and not has_sm90_kernel(q.device):
+        return reference.mla_decode(q, k_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal)
+    return torch.ops.mla_backend.fwd_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
+                                             tile_scheduler_metadata, num_splits, softmax_scale, causal)

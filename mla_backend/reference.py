@@ -1,0 +1,108 @@
+"""Float32 reference of MLA decode and a Python model of the tile scheduler.
+
+Both are the CPU path of the package (and the path on GPUs without an sm_90a
+kernel) and the oracle of the tests. `schedule_parts` is the specification that
+kernels/scheduler.cu implements.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+PAGE_SIZE = 64
+HEAD_DIM_QK = 576
+HEAD_DIM_V = 512
+BLOCK_M = 64
+FIXED_COST_BLOCKS = 5
+METADATA_FIELDS = 8
+DEFAULT_NUM_SMS = 132  # an H100 SXM; used for metadata computed off the GPU
+
+
+def num_sm_parts(num_sms: int, num_q_tokens_per_head_k: int, num_heads_k: int) -> int:
+    """How many parts the KV work is cut into: one CTA per SM per 64-row M tile."""
+    num_m_blocks = -(-num_q_tokens_per_head_k // BLOCK_M)
+    return max(num_sms // num_heads_k // num_m_blocks, 1)
+
+
+def schedule_parts(seqlens: Sequence[int], num_parts: int) -> tuple[list[list[int]], list[int]]:
+    """Pours the pages of the requests, in order, into `num_parts` parts.
+
+    A request costs its pages plus FIXED_COST_BLOCKS. Each part gets a budget of
+    ceil(total / num_parts) + FIXED_COST_BLOCKS; a request that does not fit is
+    split at a page boundary, and the last part takes whatever is left.
+
+    Returns (metadata rows of 8 ints, cumulative split counts of len(seqlens) + 1).
+    Row: [begin_req, begin_block, end_req (inclusive), end_block (exclusive),
+    begin_split, 0, 0, 0]; an empty part has begin_req == batch.
+    """
+    batch = len(seqlens)
+    pages = [max(int(s), 0) // PAGE_SIZE + (max(int(s), 0) % PAGE_SIZE > 0) for s in seqlens]
+    total_cost = sum(pages) + FIXED_COST_BLOCKS * batch
+    payload = -(-total_cost // num_parts) + FIXED_COST_BLOCKS
+    counts = [0] * batch
+    rows = []
+    req = blk = pieces_done = 0
+    for part in range(num_parts):
+        if req >= batch:
+            rows.append([batch, 0, batch - 1, 0, 0, 0, 0, 0])
+            continue
+        row = [req, blk, req, blk, pieces_done, 0, 0, 0]
+        budget = payload
+        while req < batch:
+            remaining = pages[req] - blk
+            if part == num_parts - 1 or budget >= remaining + FIXED_COST_BLOCKS:
+                budget -= remaining + FIXED_COST_BLOCKS
+                row[2], row[3] = req, pages[req]
+                counts[req] = pieces_done + 1
+                req, blk, pieces_done = req + 1, 0, 0
+            else:
+                take = budget - FIXED_COST_BLOCKS
+                if take > 0:
+                    row[2], row[3] = req, blk + take
+                    blk += take
+                    pieces_done += 1
+                break
+        rows.append(row)
+    num_splits = [0]
+    for c in counts:
+        num_splits.append(num_splits[-1] + c)
+    return rows, num_splits
+
+
+def get_mla_metadata(cache_seqlens: torch.Tensor, num_q_tokens_per_head_k: int, num_heads_k: int,
+                     num_sms: int = DEFAULT_NUM_SMS) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scheduler model as tensors on cache_seqlens' device (reads the seqlens on the host)."""
+    parts = num_sm_parts(num_sms, num_q_tokens_per_head_k, num_heads_k)
+    rows, num_splits = schedule_parts(cache_seqlens.tolist(), parts)
+    dev = cache_seqlens.device
+    return (torch.tensor(rows, dtype=torch.int32, device=dev).view(parts, METADATA_FIELDS),
+            torch.tensor(num_splits, dtype=torch.int32, device=dev))
+
+
+def mla_decode(q: torch.Tensor, k_cache: torch.Tensor, block_table: torch.Tensor, cache_seqlens: torch.Tensor,
+               head_dim_v: int = HEAD_DIM_V, softmax_scale: float | None = None,
+               causal: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLA decode in float32 on q's device: out [b, s_q, h_q, head_dim_v] in q's dtype, lse [b, h_q, s_q]."""
+    b, s_q, h_q, d = q.shape
+    if softmax_scale is None:
+        softmax_scale = d ** -0.5
+    out = torch.zeros(b, s_q, h_q, head_dim_v, dtype=torch.float32, device=q.device)
+    lse = torch.full((b, h_q, s_q), -math.inf, dtype=torch.float32, device=q.device)
+    page_size = k_cache.shape[1]
+    for i, n in enumerate(cache_seqlens.tolist()):
+        if n <= 0:
+            continue
+        pages = block_table[i, : -(-n // page_size)].long()
+        kv = k_cache[pages].reshape(-1, d)[:n].float()
+        scores = torch.einsum("shd,nd->shn", q[i].float(), kv) * softmax_scale
+        if causal:
+            limit = n - s_q + 1 + torch.arange(s_q, device=q.device)
+            hidden = torch.arange(n, device=q.device)[None, :] >= limit[:, None]
+            scores = scores.masked_fill(hidden[:, None, :], -math.inf)
+        row_lse = torch.logsumexp(scores, dim=-1)
+        probs = torch.exp(scores - row_lse[..., None]).nan_to_num(0.0)  # rows that see no key
+        out[i] = torch.einsum("shn,nv->shv", probs, kv[:, :head_dim_v])
+        lse[i] = row_lse.transpose(0, 1)
+    return out.to(q.dtype), lse

@@ -1,0 +1,79 @@
+"""Input builders and error metrics shared by the tests and the benchmarks."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .reference import HEAD_DIM_QK, PAGE_SIZE
+
+
+@dataclass
+class DecodeInputs:
+    q: torch.Tensor             # [b, s_q, h_q, 576]
+    k_cache: torch.Tensor       # [num_blocks, 64, 1, 576]
+    block_table: torch.Tensor   # int32 [b, max_blocks], a random permutation of the pages
+    cache_seqlens: torch.Tensor  # int32 [b]
+
+
+def make_decode_inputs(seqlens: Sequence[int], s_q: int, h_q: int, dtype=torch.bfloat16, device="cpu",
+                       seed: int = 0, spare_blocks: int = 0, unused_entry: int = 0,
+                       poison_tails: bool = False) -> DecodeInputs:
+    """Random inputs with each request's pages scattered over the cache.
+
+    unused_entry fills block-table slots past a request's length (a kernel must not read
+    them); poison_tails writes NaN into the unused tokens of each request's last page,
+    where a kernel must read nothing into the output either.
+    """
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    b = len(seqlens)
+    pages = [-(-int(s) // PAGE_SIZE) for s in seqlens]
+    max_blocks = max(pages + [1])
+    num_blocks = sum(pages) + spare_blocks + 1
+    perm = torch.randperm(num_blocks, generator=g)
+    block_table = torch.full((b, max_blocks), unused_entry, dtype=torch.int32)
+    start = 0
+    for i, n in enumerate(pages):
+        block_table[i, :n] = perm[start:start + n].int()
+        start += n
+    k_cache = torch.randn(num_blocks, PAGE_SIZE, 1, HEAD_DIM_QK, generator=g).to(dtype)
+    if poison_tails:
+        for i, s in enumerate(seqlens):
+            if s % PAGE_SIZE:
+                k_cache[block_table[i, pages[i] - 1], s % PAGE_SIZE:] = float("nan")
+    q = torch.randn(b, s_q, h_q, HEAD_DIM_QK, generator=g).to(dtype)
+    return DecodeInputs(q.to(device), k_cache.to(device), block_table.to(device),
+                        torch.tensor(list(seqlens), dtype=torch.int32, device=device))
+
+
+def varlen_seqlens(b: int, mean: int, s_q: int, seed: int = 0) -> list[int]:
+    """FlashMLA's benchmark batches: seqlen ~ N(mean, mean / 2), clipped below at s_q."""
+    g = torch.Generator().manual_seed(seed)
+    return [max(int(v), s_q) for v in torch.normal(float(mean), mean / 2, (b,), generator=g).tolist()]
+
+
+def cal_diff(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(cosine error 1 - 2<x,y>/(|x|^2+|y|^2), relative error |x-y|/|y|) in float64.
+
+    -inf must sit at the same places in both; it is left out of the sums.
+    """
+    x, y = x.double(), y.double()
+    x_inf, y_inf = torch.isneginf(x), torch.isneginf(y)
+    if not torch.equal(x_inf, y_inf):
+        return math.inf, math.inf
+    x, y = x.masked_fill(x_inf, 0.0), y.masked_fill(y_inf, 0.0)
+    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        return math.inf, math.inf
+    denom = (x * x + y * y).sum().item()
+    cos_diff = 1.0 - 2.0 * (x * y).sum().item() / denom if denom > 0 else 0.0
+    norm_y = y.norm().item()
+    rel = (x - y).norm().item() / norm_y if norm_y > 0 else (x - y).norm().item()
+    return cos_diff, rel
+
+
+def poison_allocator(nbytes: int, device) -> None:
+    """Fills freed memory of the caching allocator with NaN, so that outputs the op
+    allocates next start as NaN rather than as the last run's results."""
+    torch.full((nbytes // 4 + 1,), float("nan"), dtype=torch.float32, device=device)

@@ -1,0 +1,96 @@
+"""Properties of the tile-scheduler metadata, through its Python model and the CPU op."""
+import random
+
+import pytest
+import torch
+
+import mla_backend
+from mla_backend import reference
+from mla_backend.reference import PAGE_SIZE, schedule_parts
+
+
+def pieces_of(rows, seqlens):
+    """Per request, the (part, first page, end page, split index) pieces in part order."""
+    batch = len(seqlens)
+    pages = [-(-s // PAGE_SIZE) for s in seqlens]
+    pieces = {i: [] for i in range(batch)}
+    for part, (begin_req, begin_blk, end_req, end_blk, begin_split, *reserved) in enumerate(rows):
+        assert reserved == [0, 0, 0]
+        if begin_req >= batch:
+            continue
+        assert begin_req <= end_req < batch
+        for req in range(begin_req, end_req + 1):
+            lo = begin_blk if req == begin_req else 0
+            hi = end_blk if req == end_req else pages[req]
+            split = begin_split if req == begin_req else 0
+            assert 0 <= lo <= hi <= pages[req]
+            pieces[req].append((part, lo, hi, split))
+    return pieces, pages
+
+
+def check_schedule(seqlens, num_parts):
+    rows, num_splits = schedule_parts(seqlens, num_parts)
+    assert len(rows) == num_parts and len(num_splits) == len(seqlens) + 1
+    pieces, pages = pieces_of(rows, seqlens)
+    assert num_splits[0] == 0
+    for req, ps in pieces.items():
+        # Every page covered exactly once, by consecutive parts, in order.
+        assert ps, f"request {req} is in no part"
+        covered = [blk for _, lo, hi, _ in ps for blk in range(lo, hi)]
+        assert covered == list(range(pages[req])), f"request {req}: pages {covered}"
+        parts = [part for part, *_ in ps]
+        assert parts == list(range(parts[0], parts[0] + len(ps)))
+        assert [split for *_, split in ps] == list(range(len(ps)))
+        # num_splits is the cumulative piece count.
+        assert num_splits[req + 1] - num_splits[req] == len(ps)
+    # Each part adds at most one split beyond one per request.
+    assert num_splits[-1] <= len(seqlens) + num_parts
+    # Empty parts only at the end.
+    empty = [r[0] >= len(seqlens) for r in rows]
+    assert empty == sorted(empty)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_schedule_properties_random(seed):
+    rng = random.Random(seed)
+    batch = rng.choice([1, 2, 3, 7, 64, 128, 1024])
+    seqlens = [rng.choice([0, 1, 63, 64, 65, rng.randint(0, 20000), rng.randint(0, 131072)]) for _ in range(batch)]
+    num_parts = rng.choice([1, 2, 33, 66, 132])
+    check_schedule(seqlens, num_parts)
+
+
+def test_schedule_balances_parts():
+    seqlens = [8192] * 64
+    rows, num_splits = schedule_parts(seqlens, 132)
+    pieces, pages = pieces_of(rows, seqlens)
+    load = [0] * 132
+    for ps in pieces.values():
+        for part, lo, hi, _ in ps:
+            load[part] += hi - lo + reference.FIXED_COST_BLOCKS
+    payload = -(-sum(p + reference.FIXED_COST_BLOCKS for p in pages) // 132) + reference.FIXED_COST_BLOCKS
+    assert max(load) <= payload
+    assert num_splits[-1] > 64  # fewer requests than parts: requests are split
+
+
+def test_skewed_batch_splits_the_long_request():
+    seqlens = [4641, 45118, 1730, 1696]
+    rows, num_splits = schedule_parts(seqlens, 132)
+    assert num_splits[2] - num_splits[1] > 50
+    check_schedule(seqlens, 132)
+
+
+def test_cpu_op_matches_model():
+    seqlens = [0, 5, 4096, 70000, 64]
+    tsm, num_splits = mla_backend.get_mla_metadata(torch.tensor(seqlens, dtype=torch.int32), 2 * 128, 1)
+    parts = reference.num_sm_parts(reference.DEFAULT_NUM_SMS, 256, 1)
+    assert parts == 33
+    rows, splits = schedule_parts(seqlens, parts)
+    assert tsm.dtype == torch.int32 and tsm.shape == (parts, 8)
+    assert tsm.tolist() == rows and num_splits.tolist() == splits
+
+
+def test_num_sm_parts():
+    assert reference.num_sm_parts(132, 16, 1) == 132
+    assert reference.num_sm_parts(132, 128, 1) == 66
+    assert reference.num_sm_parts(132, 256, 1) == 33
+    assert reference.num_sm_parts(2, 1024, 1) == 1

@@ -1,0 +1,68 @@
+"""Bad input raises ValueError naming the argument (CPU tensors; the checks are device-independent)."""
+import pytest
+import torch
+
+import mla_backend
+from mla_backend.testing import make_decode_inputs
+
+
+@pytest.fixture
+def good():
+    inp = make_decode_inputs([100, 7], s_q=2, h_q=4)
+    tsm, splits = mla_backend.get_mla_metadata(inp.cache_seqlens, 2 * 4, 1)
+    return dict(q=inp.q, k_cache=inp.k_cache, block_table=inp.block_table, cache_seqlens=inp.cache_seqlens,
+                head_dim_v=512, tile_scheduler_metadata=tsm, num_splits=splits)
+
+
+def call(args, **changes):
+    return mla_backend.flash_mla_with_kvcache(**{**args, **changes})
+
+
+def test_good_inputs_run(good):
+    out, lse = call(good)
+    assert out.shape == (2, 2, 4, 512) and lse.shape == (2, 4, 2)
+    assert torch.isfinite(out.float()).all() and torch.isfinite(lse).all()
+
+
+@pytest.mark.parametrize("name,value,match", [
+    ("q", lambda a: a["q"].float(), "q must be bfloat16 or float16"),
+    ("q", lambda a: a["q"][..., :512], "q's head dim must be 576"),
+    ("q", lambda a: a["q"][0], r"q must be \[batch"),
+    ("q", lambda a: a["q"].transpose(-1, -2).contiguous().transpose(-1, -2), "q must be contiguous in its last dim"),
+    ("k_cache", lambda a: a["k_cache"].half(), "k_cache must have q's dtype"),
+    ("k_cache", lambda a: a["k_cache"].view(-1, 32, 1, 576), "k_cache's page size .* must be 64"),
+    ("k_cache", lambda a: a["k_cache"][..., :512], "k_cache's head dim must be 576"),
+    ("k_cache", lambda a: a["k_cache"].expand(-1, -1, 2, -1), "k_cache must have 1 KV head"),
+    ("k_cache", lambda a: a["k_cache"].flatten(), r"k_cache must be \[num_blocks, 64, 1, 576\]"),
+    ("head_dim_v", lambda a: 128, "head_dim_v must be 512"),
+    ("block_table", lambda a: a["block_table"].long(), "block_table must be int32"),
+    ("block_table", lambda a: a["block_table"][:1], r"block_table must have shape \[2, \*\]"),
+    ("block_table", lambda a: a["block_table"].t().contiguous().t(), "block_table must be contiguous"),
+    ("cache_seqlens", lambda a: a["cache_seqlens"].float(), "cache_seqlens must be int32"),
+    ("cache_seqlens", lambda a: torch.tensor([100, -1], dtype=torch.int32), "cache_seqlens must be >= 0"),
+    ("cache_seqlens", lambda a: torch.tensor([100, 129], dtype=torch.int32), "too few for cache_seqlens up to 129"),
+    ("tile_scheduler_metadata", lambda a: a["tile_scheduler_metadata"][:, :4],
+     r"tile_scheduler_metadata must have shape \[\*, 8\]"),
+    ("num_splits", lambda a: a["num_splits"][:2], r"num_splits must have shape \[3\]"),
+    ("num_splits", lambda a: [0, 1, 2], "num_splits must be a torch.Tensor"),
+])
+def test_bad_input_names_argument(good, name, value, match):
+    with pytest.raises(ValueError, match=match):
+        call(good, **{name: value(good)})
+
+
+def test_device_mismatch_is_named(good):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device to put one argument on")
+    with pytest.raises(ValueError, match="k_cache must be on"):
+        call(good, k_cache=good["k_cache"].cuda())
+
+
+def test_metadata_bad_input():
+    seqlens = torch.tensor([1, 2], dtype=torch.int32)
+    with pytest.raises(ValueError, match="cache_seqlens must be a 1-D int32"):
+        mla_backend.get_mla_metadata(seqlens.long(), 16, 1)
+    with pytest.raises(ValueError, match="num_heads_k must be 1"):
+        mla_backend.get_mla_metadata(seqlens, 16, 2)
+    with pytest.raises(ValueError, match="num_q_tokens_per_head_k must be >= 1"):
+        mla_backend.get_mla_metadata(seqlens, 0, 1)
