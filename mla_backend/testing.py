@@ -38,14 +38,15 @@ def make_decode_inputs(seqlens: Sequence[int], s_q: int, h_q: int, dtype=torch.b
     for i, n in enumerate(pages):
         block_table[i, :n] = perm[start:start + n].int()
         start += n
-    k_cache = torch.randn(num_blocks, PAGE_SIZE, 1, HEAD_DIM_QK, generator=g).to(dtype)
+    g_dev = torch.Generator(device=device).manual_seed(seed)
+    k_cache = torch.randn(num_blocks, PAGE_SIZE, 1, HEAD_DIM_QK, generator=g_dev, device=device, dtype=dtype)
     if poison_tails:
         for i, s in enumerate(seqlens):
             if s % PAGE_SIZE:
-                k_cache[block_table[i, pages[i] - 1], s % PAGE_SIZE:] = float("nan")
-    q = torch.randn(b, s_q, h_q, HEAD_DIM_QK, generator=g).to(dtype)
-    return DecodeInputs(q.to(device), k_cache.to(device), block_table.to(device),
-                        torch.tensor(list(seqlens), dtype=torch.int32, device=device))
+                k_cache[int(block_table[i, pages[i] - 1]), s % PAGE_SIZE:] = float("nan")
+    q = torch.randn(b, s_q, h_q, HEAD_DIM_QK, generator=g_dev, device=device, dtype=dtype)
+    return DecodeInputs(q, k_cache, block_table.to(device), torch.tensor(list(seqlens), dtype=torch.int32,
+                                                                         device=device))
 
 
 def varlen_seqlens(b: int, mean: int, s_q: int, seed: int = 0) -> list[int]:
@@ -71,6 +72,19 @@ def cal_diff(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     norm_y = y.norm().item()
     rel = (x - y).norm().item() / norm_y if norm_y > 0 else (x - y).norm().item()
     return cos_diff, rel
+
+
+def sm90_skip_reason() -> str | None:
+    """Why the sm_90a kernels cannot run here, or None when they can."""
+    from . import ops
+
+    if not torch.cuda.is_available():
+        return "needs an sm_90 GPU: no CUDA device"
+    if ops.EXTENSION_ERROR:
+        return f"needs the built extension: {ops.EXTENSION_ERROR}"
+    if not ops.has_sm90_kernel(torch.device("cuda")):
+        return f"needs an sm_90 GPU, found compute capability {torch.cuda.get_device_capability()}"
+    return None
 
 
 def poison_allocator(nbytes: int, device) -> None:

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""MLA decode timing: ours beside vLLM's FlashMLA and FA3-MLA kernels, same inputs, same run.
+
+    python benchmarks/bench_decode.py [--json PATH] [--sq-sweep] [--only NAME]
+
+FLOPs and bytes follow FlashMLA's benchmark: FLOPs = 2*s_q*sum(seqlen)*h_q*(576+512),
+bytes = 2*(sum(seqlen)*576 + b*s_q*h_q*(576+512)). Times are triton do_bench medians
+(L2 flushed before every call). Ratios are peer time / our time: > 1 means we are faster.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+import triton
+
+import mla_backend
+from mla_backend.testing import cal_diff, make_decode_inputs, varlen_seqlens
+
+SKEWED_SEQLENS = [4641, 45118, 1730, 1696]
+
+
+def flashmla_configs():
+    for mean in (4096, 8192, 16384):
+        for s_q in (1, 2):
+            for h_q in (16, 32, 64, 128):
+                yield dict(b=128, s_q=s_q, h_q=h_q, mean_seqlen=mean, varlen=True)
+
+
+def sq_sweep_configs():
+    for h_q in (16, 128):
+        for s_q in range(1, 9):
+            yield dict(b=128, s_q=s_q, h_q=h_q, mean_seqlen=8192, varlen=True)
+
+
+def seqlens_of(config) -> list[int]:
+    if "seqlens" in config:
+        return config["seqlens"]
+    return varlen_seqlens(config["b"], config["mean_seqlen"], config["s_q"], seed=config["mean_seqlen"])
+
+
+def ours(inp, s_q, h_q, causal):
+    tsm, splits = mla_backend.get_mla_metadata(inp.cache_seqlens, s_q * h_q, 1)
+    return lambda: mla_backend.flash_mla_with_kvcache(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,
+                                                      tsm, splits, causal=causal, check_seqlens=False)
+
+
+def vllm_flashmla(inp, s_q, h_q, causal):
+    from vllm.v1.attention.ops import flashmla
+
+    sched, _ = flashmla.get_mla_metadata()
+    return lambda: flashmla.flash_mla_with_kvcache(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,
+                                                   sched, None, causal=causal)
+
+
+def vllm_fa3_mla(inp, s_q, h_q, causal):
+    from vllm.vllm_flash_attn import flash_attn_varlen_func, get_scheduler_metadata
+
+    b = inp.q.shape[0]
+    q = inp.q.view(b * s_q, h_q, 576)
+    cu_seqlens_q = torch.arange(0, b + 1, dtype=torch.int32, device=q.device) * s_q
+    max_seqlen_k = int(inp.cache_seqlens.max())
+    meta = get_scheduler_metadata(batch_size=b, max_seqlen_q=s_q, max_seqlen_k=max_seqlen_k, num_heads_q=h_q,
+                                  num_heads_kv=1, headdim=64, cache_seqlens=inp.cache_seqlens, qkv_dtype=q.dtype,
+                                  headdim_v=512, page_size=64, cu_seqlens_q=cu_seqlens_q, causal=causal)
+
+    def run():
+        out, lse = flash_attn_varlen_func(
+            q=q[..., 512:], k=inp.k_cache[..., 512:], v=inp.k_cache[..., :512], q_v=q[..., :512],
+            max_seqlen_q=s_q, cu_seqlens_q=cu_seqlens_q, max_seqlen_k=max_seqlen_k, seqused_k=inp.cache_seqlens,
+            block_table=inp.block_table, softmax_scale=576 ** -0.5, causal=causal, return_softmax_lse=True,
+            fa_version=3, scheduler_metadata=meta)
+        return out.view(b, s_q, h_q, 512), lse
+
+    return run
+
+
+IMPLS = {"ours": ours, "flashmla": vllm_flashmla, "fa3_mla": vllm_fa3_mla}
+
+
+def available_impls(only: str | None) -> dict:
+    impls = {}
+    for name, make in IMPLS.items():
+        if only and name not in only.split(","):
+            continue
+        if name != "ours":
+            try:
+                if name == "flashmla":
+                    from vllm.v1.attention.ops import flashmla
+                    ok, why = flashmla.is_flashmla_dense_supported()
+                    if not ok:
+                        raise RuntimeError(why)
+                else:
+                    from vllm.vllm_flash_attn import flash_attn_varlen_func  # noqa: F401
+            except Exception as e:  # vLLM absent or its kernel not built for this card
+                print(f"# {name}: not timed ({type(e).__name__}: {e})", file=sys.stderr)
+                continue
+        impls[name] = make
+    return impls
+
+
+def describe(config) -> str:
+    if "seqlens" in config:
+        return f"b{config['b']} s_q{config['s_q']} h{config['h_q']} seqlens={config['seqlens']}"
+    return f"b{config['b']} s_q{config['s_q']} h{config['h_q']} sk{config['mean_seqlen']}"
+
+
+def bench_config(config, impls, records):
+    s_q, h_q = config["s_q"], config["h_q"]
+    seqlens = seqlens_of(config)
+    causal = s_q > 1
+    inp = make_decode_inputs(seqlens, s_q, h_q, device="cuda", seed=1)
+    total = sum(seqlens)
+    flops = 2 * s_q * total * h_q * (576 + 512)
+    nbytes = 2 * (total * 576 + len(seqlens) * s_q * h_q * (576 + 512))
+    results, outputs = {}, {}
+    for name, make in impls.items():
+        fn = make(inp, s_q, h_q, causal)
+        outputs[name] = fn()
+        us = triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median") * 1e3
+        results[name] = us
+        records.append({"config": config, "impl": name, "us": round(us, 2),
+                        "tflops": round(flops / us / 1e6, 1), "gbps": round(nbytes / us / 1e3, 1)})
+    line = f"{describe(config):<30}"
+    ours_us = results.get("ours")
+    for name, us in results.items():
+        line += f" | {name} {us:8.1f} us {flops / us / 1e6:6.1f} TF {nbytes / us / 1e3:7.1f} GB/s"
+        if name != "ours" and ours_us:
+            line += f" x{us / ours_us:.2f}"
+    if "ours" in outputs and "flashmla" in outputs:
+        cos = cal_diff(outputs["ours"][0], outputs["flashmla"][0])[0]
+        line += f" | cos(ours,flashmla) {cos:.1e}"
+    print(line, flush=True)
+    del inp, outputs
+    torch.cuda.empty_cache()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", help="write the records to this path")
+    parser.add_argument("--sq-sweep", action="store_true", help="also s_q 1..8 at h_q 16 and 128, sk8192")
+    parser.add_argument("--only", help="comma-separated subset of: " + ",".join(IMPLS))
+    parser.add_argument("--configs", default="all", choices=["all", "flashmla", "skewed"])
+    args = parser.parse_args()
+
+    print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | ratios are peer us / our us")
+    impls = available_impls(args.only)
+    configs = []
+    if args.configs in ("all", "flashmla"):
+        configs += list(flashmla_configs())
+    if args.configs in ("all", "skewed"):
+        configs.append(dict(b=4, s_q=4, h_q=16, seqlens=SKEWED_SEQLENS, varlen=True))
+    if args.sq_sweep:
+        configs += list(sq_sweep_configs())
+    records = []
+    for config in configs:
+        bench_config(config, impls, records)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""One small decode with split requests, for compute-sanitizer (see kernels/DESIGN.md):
+
+    compute-sanitizer --tool memcheck python tests/sanitize_case.py
+    compute-sanitizer --tool racecheck python tests/sanitize_case.py
+"""
+import torch
+
+import mla_backend
+from mla_backend import reference
+from mla_backend.testing import cal_diff, make_decode_inputs
+
+inp = make_decode_inputs([3000, 0, 65, 130], s_q=2, h_q=64, device="cuda", seed=0, poison_tails=True)
+tsm, splits = mla_backend.get_mla_metadata(inp.cache_seqlens, 128, 1)
+out, lse = mla_backend.flash_mla_with_kvcache(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512, tsm,
+                                              splits, causal=True)
+ref_out, ref_lse = reference.mla_decode(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512, 576 ** -0.5,
+                                        True)
+cos_out, cos_lse = cal_diff(out, ref_out)[0], cal_diff(lse, ref_lse)[0]
+print(f"splits {splits.tolist()} out cos {cos_out:.2e} lse cos {cos_lse:.2e}")
+assert cos_out < 1e-5 and cos_lse < 1e-6

@@ -1,0 +1,141 @@
+"""The sm_90a kernels against the float32 reference. Skipped without an sm_90 GPU."""
+import random
+
+import pytest
+import torch
+
+import mla_backend
+from mla_backend import reference
+from mla_backend.testing import cal_diff, make_decode_inputs, poison_allocator, sm90_skip_reason
+
+_reason = sm90_skip_reason()
+pytestmark = pytest.mark.skipif(_reason is not None, reason=_reason or "")
+
+OUT_COS, OUT_REL = 1e-5, 1e-2   # bf16/fp16 P and V against float32
+LSE_COS, LSE_REL = 1e-6, 1e-4
+
+
+def run_and_check(seqlens, s_q, h_q, causal, dtype=torch.bfloat16, seed=0):
+    inp = make_decode_inputs(seqlens, s_q, h_q, dtype=dtype, device="cuda", seed=seed,
+                             unused_entry=2**30, poison_tails=True)
+    tsm, splits = mla_backend.get_mla_metadata(inp.cache_seqlens, s_q * h_q, 1)
+    poison_allocator(4 * len(seqlens) * s_q * h_q * 1024 * 8, "cuda")
+    out, lse = mla_backend.flash_mla_with_kvcache(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,
+                                                  tsm, splits, causal=causal)
+    torch.cuda.synchronize()
+    ref_out, ref_lse = reference.mla_decode(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,
+                                            576 ** -0.5, causal)
+    assert out.shape == ref_out.shape and out.dtype == dtype and lse.shape == ref_lse.shape
+    assert not torch.isnan(out).any(), "unwritten (NaN-poisoned) or NaN output"
+    cos, rel = cal_diff(out, ref_out)
+    assert cos < OUT_COS and rel < OUT_REL, f"out: cos {cos:.2e} rel {rel:.2e}"
+    cos, rel = cal_diff(lse, ref_lse)
+    assert cos < LSE_COS and rel < LSE_REL, f"lse: cos {cos:.2e} rel {rel:.2e}"
+    return tsm, splits
+
+
+def random_seqlens(rng, b):
+    return [rng.choice([0, 1, 63, 64, 65, 127, 1000, 4097, rng.randint(1, 20000)]) for _ in range(b)]
+
+
+@pytest.mark.parametrize("h_q", [16, 32, 64, 128, 3, 63])
+@pytest.mark.parametrize("s_q", [1, 2, 3, 4, 8])
+def test_matrix(h_q, s_q):
+    rng = random.Random(h_q * 100 + s_q)
+    seqlens = random_seqlens(rng, rng.choice([1, 5, 16]))
+    run_and_check(seqlens, s_q, h_q, causal=s_q > 1, seed=h_q + s_q)
+
+
+@pytest.mark.parametrize("s_q", [1, 4])
+def test_fp16(s_q):
+    run_and_check([300, 0, 5000, 64], s_q, 64, causal=True, dtype=torch.float16, seed=7)
+
+
+def test_non_causal_multi_token():
+    run_and_check([10, 700, 2048], 4, 16, causal=False, seed=8)
+
+
+def test_long_context():
+    run_and_check([131072, 1, 0, 77777], 1, 128, causal=False, seed=9)
+    run_and_check([131072, 100], 2, 16, causal=True, seed=10)
+
+
+def test_batch_1024():
+    rng = random.Random(11)
+    run_and_check([rng.randint(0, 700) for _ in range(1024)], 1, 16, causal=False, seed=11)
+
+
+def test_skewed_batch_is_split():
+    _, splits = run_and_check([4641, 45118, 1730, 1696], 4, 16, causal=True, seed=12)
+    assert int(splits[2] - splits[1]) > 1
+
+
+def test_all_empty():
+    run_and_check([0, 0, 0], 2, 32, causal=True, seed=13)
+
+
+def test_strided_q():
+    inp = make_decode_inputs([500, 1500], 2, 32, device="cuda", seed=14)
+    q = torch.randn(2, 32, 2, 576, device="cuda", dtype=torch.bfloat16).transpose(1, 2)  # head-major storage
+    tsm, splits = mla_backend.get_mla_metadata(inp.cache_seqlens, 64, 1)
+    out, lse = mla_backend.flash_mla_with_kvcache(q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,
+                                                  tsm, splits, causal=True)
+    ref_out, ref_lse = reference.mla_decode(q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512, 576 ** -0.5,
+                                            True)
+    assert cal_diff(out, ref_out)[0] < OUT_COS and cal_diff(lse, ref_lse)[0] < LSE_COS
+
+
+@pytest.mark.parametrize("s_q,h_q", [(1, 16), (2, 128), (8, 63)])
+def test_metadata_matches_model(s_q, h_q):
+    rng = random.Random(s_q * h_q)
+    seqlens = random_seqlens(rng, 77) + [131072]
+    cache_seqlens = torch.tensor(seqlens, dtype=torch.int32, device="cuda")
+    tsm, splits = mla_backend.get_mla_metadata(cache_seqlens, s_q * h_q, 1)
+    num_sms = torch.cuda.get_device_properties(0).multi_processor_count
+    ref_tsm, ref_splits = reference.get_mla_metadata(cache_seqlens.cpu(), s_q * h_q, 1, num_sms)
+    assert torch.equal(tsm.cpu(), ref_tsm) and torch.equal(splits.cpu(), ref_splits)
+
+
+def test_cuda_graph_replay_with_new_seqlens():
+    b, s_q, h_q, max_blocks = 8, 2, 64, 40
+    rng = random.Random(15)
+    inp = make_decode_inputs([max_blocks * 64] * b, s_q, h_q, device="cuda", seed=15)
+    seqlens = torch.zeros(b, dtype=torch.int32, device="cuda")
+    q = inp.q.clone()
+
+    def step():
+        tsm, splits = mla_backend.get_mla_metadata(seqlens, s_q * h_q, 1)
+        return mla_backend.flash_mla_with_kvcache(q, inp.k_cache, inp.block_table, seqlens, 512, tsm, splits,
+                                                  causal=True)
+
+    seqlens.fill_(100)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, lse = step()
+
+    for trial in range(4):
+        new = [rng.choice([0, 1, 65, rng.randint(1, max_blocks * 64)]) for _ in range(b)]
+        seqlens.copy_(torch.tensor(new, dtype=torch.int32))
+        q.copy_(torch.randn_like(q))
+        out.fill_(float("nan"))
+        lse.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        ref_out, ref_lse = reference.mla_decode(q, inp.k_cache, inp.block_table, seqlens, 512, 576 ** -0.5, True)
+        cos, rel = cal_diff(out, ref_out)
+        assert cos < OUT_COS and rel < OUT_REL, f"trial {trial} {new}: out cos {cos:.2e} rel {rel:.2e}"
+        cos, rel = cal_diff(lse, ref_lse)
+        assert cos < LSE_COS and rel < LSE_REL, f"trial {trial} {new}: lse cos {cos:.2e} rel {rel:.2e}"
+
+
+def test_block_table_overflow_is_reported_on_gpu():
+    inp = make_decode_inputs([128, 64], 1, 16, device="cuda", seed=16)
+    tsm, splits = mla_backend.get_mla_metadata(inp.cache_seqlens, 16, 1)
+    with pytest.raises(ValueError, match="too few for cache_seqlens"):
+        mla_backend.flash_mla_with_kvcache(inp.q, inp.k_cache, inp.block_table[:, :1].contiguous(),
+                                           inp.cache_seqlens, 512, tsm, splits)
