@@ -55,4 +55,5 @@ setup(
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExtension},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
+    entry_points={"vllm.general_plugins": ["mla_backend = mla_backend.vllm:register"]},
 )

@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""End-to-end vLLM throughput: CUSTOM (ours) beside FLASHMLA and FLASH_ATTN_MLA, in one call.
+
+    python benchmarks/bench_e2e.py MODEL_DIR [--tp 1] [--json benchmarks/results/e2e_h100.json]
+
+Runs `vllm bench throughput` (random dataset, 2048 in / 512 out, 600 prompts, dummy
+weights) once per backend, after one small warm-up run that fills the Triton and
+torch.compile caches, and prints output tokens/s with ratios ours / peer.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+BACKENDS = ["CUSTOM", "FLASHMLA", "FLASH_ATTN_MLA"]
+THROUGHPUT = re.compile(r"Throughput: ([\d.]+) requests/s, ([\d.]+) total tokens/s, ([\d.]+) output tokens/s")
+
+
+def run_throughput(model: str, backend: str, tp: int, input_len: int, output_len: int, num_prompts: int,
+                   extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "throughput", "--model", model,
+               "--load-format", "dummy", "--attention-backend", backend, "--tensor-parallel-size", str(tp),
+               "--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len",
+               str(output_len), "--num-prompts", str(num_prompts), "--output-json", os.path.join(tmp, "r.json"),
+               *extra]
+        print("$ " + " ".join(cmd), flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        match = THROUGHPUT.search(proc.stdout + proc.stderr)
+        if proc.returncode != 0 or not match:
+            sys.stderr.write((proc.stdout + proc.stderr)[-6000:])
+            raise RuntimeError(f"vllm bench throughput failed for {backend} (exit {proc.returncode})")
+    return {"backend": backend, "tp": tp, "input_len": input_len, "output_len": output_len,
+            "num_prompts": num_prompts, "output_tok_s": float(match.group(3)), "total_tok_s": float(match.group(2))}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("--tp", type=int, default=1)
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--input-len", type=int, default=2048)
+    parser.add_argument("--output-len", type=int, default=512)
+    parser.add_argument("--num-prompts", type=int, default=600)
+    parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--no-warmup", action="store_true")
+    parser.add_argument("--json", help="write the records (list of dicts) to this path")
+    args = parser.parse_args()
+
+    extra = ["--max-model-len", str(args.max_model_len)]
+    backends = args.backends.split(",")
+    if not args.no_warmup:
+        run_throughput(args.model, backends[0], args.tp, 256, 32, 16, extra)
+    records = [run_throughput(args.model, b, args.tp, args.input_len, args.output_len, args.num_prompts, extra)
+               for b in backends]
+    ours = next((r for r in records if r["backend"] == "CUSTOM"), None)
+    print(f"\n{'backend':<16} {'tp':>3} {'output tok/s':>13} {'total tok/s':>12}  ours/backend")
+    for r in records:
+        ratio = f"{ours['output_tok_s'] / r['output_tok_s']:.3f}" if ours else ""
+        print(f"{r['backend']:<16} {r['tp']:>3} {r['output_tok_s']:>13.1f} {r['total_tok_s']:>12.1f}  {ratio}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

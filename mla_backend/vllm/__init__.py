@@ -1,0 +1,13 @@
+"""vLLM plugin: `--attention-backend CUSTOM` runs MLA decode on mla_backend's kernel.
+
+`register` is the `vllm.general_plugins` entry point, so vLLM calls it in every
+process (API server, engine core, workers) before it picks attention backends.
+"""
+
+BACKEND_CLASS_PATH = "mla_backend.vllm.backend.MLADecodeBackend"
+
+
+def register() -> None:
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum, register_backend
+
+    register_backend(AttentionBackendEnum.CUSTOM, BACKEND_CLASS_PATH)

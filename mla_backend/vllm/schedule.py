@@ -1,0 +1,36 @@
+"""The engine-independent half of the vLLM builder: tile-scheduler metadata in persistent buffers."""
+from __future__ import annotations
+
+import torch
+
+from mla_backend import get_mla_metadata
+from mla_backend.reference import METADATA_FIELDS
+
+
+class DecodeSchedule:
+    """Builds `get_mla_metadata` outputs into buffers that keep their addresses across
+    steps, so a decode captured in a full CUDA graph reads the current step's schedule.
+
+    Uniform decode batches only: every request has the same number of query tokens
+    (1, or 1 + speculative tokens).
+    """
+
+    def __init__(self, num_heads_q: int, max_num_seqs: int, device: torch.device):
+        self.num_heads_q = num_heads_q
+        max_parts = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1024
+        self.metadata_buffer = torch.zeros((max_parts, METADATA_FIELDS), dtype=torch.int32, device=device)
+        self.num_splits_buffer = torch.zeros((max_num_seqs + 1,), dtype=torch.int32, device=device)
+
+    def build(self, seq_lens: torch.Tensor, query_start_loc_cpu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """seq_lens: int32 [num_decodes] on the device; query_start_loc_cpu: [num_decodes + 1] on the host."""
+        num_decodes = seq_lens.shape[0]
+        query_lens = query_start_loc_cpu[1:] - query_start_loc_cpu[:-1]
+        seqlen_q = int(query_lens.max()) if num_decodes else 1
+        metadata, num_splits = get_mla_metadata(seq_lens, seqlen_q * self.num_heads_q, 1)
+        parts = metadata.shape[0]
+        if parts > self.metadata_buffer.shape[0] or num_decodes + 1 > self.num_splits_buffer.shape[0]:
+            raise ValueError(f"decode batch of {num_decodes} requests x {parts} parts exceeds the buffers "
+                             f"({self.num_splits_buffer.shape[0] - 1} requests, {self.metadata_buffer.shape[0]} parts)")
+        self.metadata_buffer[:parts].copy_(metadata)
+        self.num_splits_buffer[: num_decodes + 1].copy_(num_splits)
+        return self.metadata_buffer[:parts], self.num_splits_buffer[: num_decodes + 1]

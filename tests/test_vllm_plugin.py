@@ -1,0 +1,86 @@
+"""The vLLM plugin on CPU: registration through the entry point, the builder's mapping, forward_mqa."""
+import importlib.metadata
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import mla_backend
+from mla_backend import reference
+from mla_backend.testing import make_decode_inputs
+
+vllm = pytest.importorskip("vllm", reason="needs vLLM 0.26.0 installed")
+
+
+def test_entry_point_registers_custom_backend():
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum
+
+    eps = [ep for ep in importlib.metadata.entry_points(group="vllm.general_plugins") if ep.name == "mla_backend"]
+    assert len(eps) == 1 and eps[0].value == "mla_backend.vllm:register"
+    eps[0].load()()
+    from mla_backend.vllm.backend import MLADecodeBackend
+
+    assert AttentionBackendEnum.CUSTOM.get_class() is MLADecodeBackend
+
+
+def test_backend_capabilities():
+    from vllm.platforms.interface import DeviceCapability
+
+    from mla_backend.vllm.backend import MLADecodeBackend as B
+
+    assert B.is_mla() and B.get_supported_kernel_block_sizes() == [64]
+    assert B.supports_head_size(576) and not B.supports_head_size(128)
+    assert B.supports_dtype(torch.bfloat16) and B.supports_dtype(torch.float16)
+    assert B.supports_kv_cache_dtype("auto") and not B.supports_kv_cache_dtype("fp8")
+    assert B.supports_compute_capability(DeviceCapability(9, 0))
+    assert not B.supports_compute_capability(DeviceCapability(8, 0))
+    assert B.supports_combination(576, torch.bfloat16, "auto", 64, True, False, False, False, None) is None
+    assert "64" in B.supports_combination(576, torch.bfloat16, "auto", 16, True, False, False, False, None)
+    assert "sparse" in B.supports_combination(576, torch.bfloat16, "auto", 64, True, False, True, False, None)
+
+
+def schedule_for(seq_lens, s_q, h_q, schedule):
+    query_start_loc_cpu = torch.arange(len(seq_lens) + 1, dtype=torch.int32) * s_q
+    return schedule.build(torch.tensor(seq_lens, dtype=torch.int32), query_start_loc_cpu)
+
+
+@pytest.mark.parametrize("s_q", [1, 2, 4])  # plain decode, and uniform spec-decode batches
+def test_schedule_maps_to_kernel_metadata(s_q):
+    from mla_backend.vllm.schedule import DecodeSchedule
+
+    h_q = 16
+    schedule = DecodeSchedule(h_q, max_num_seqs=64, device=torch.device("cpu"))
+    for seq_lens in ([5, 4096, 70000], [1] * 64, [300, 0, 0, 0]):  # the last: a padded CUDA-graph batch
+        tsm, splits = schedule_for(seq_lens, s_q, h_q, schedule)
+        want_tsm, want_splits = mla_backend.get_mla_metadata(torch.tensor(seq_lens, dtype=torch.int32), s_q * h_q, 1)
+        assert torch.equal(tsm, want_tsm) and torch.equal(splits, want_splits)
+        # Views of the persistent buffers, so a captured graph reads the new schedule.
+        assert tsm.data_ptr() == schedule.metadata_buffer.data_ptr()
+        assert splits.data_ptr() == schedule.num_splits_buffer.data_ptr()
+
+
+def test_schedule_rejects_batches_beyond_buffers():
+    from mla_backend.vllm.schedule import DecodeSchedule
+
+    schedule = DecodeSchedule(16, max_num_seqs=2, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="exceeds the buffers"):
+        schedule_for([1, 2, 3], 1, 16, schedule)
+
+
+@pytest.mark.parametrize("s_q", [1, 3])
+def test_forward_mqa_runs_the_kernel_api(s_q):
+    from mla_backend.vllm.backend import MLADecodeImpl, MLADecodeMetadata
+    from mla_backend.vllm.schedule import DecodeSchedule
+
+    h_q, seq_lens = 16, [70, 3, 200]
+    inp = make_decode_inputs(seq_lens, s_q, h_q, seed=s_q)
+    tsm, splits = schedule_for(seq_lens, s_q, h_q, DecodeSchedule(h_q, 8, torch.device("cpu")))
+    impl = object.__new__(MLADecodeImpl)  # forward_mqa reads only these
+    impl.kv_lora_rank, impl.scale = 512, 0.1
+    meta = SimpleNamespace(num_decodes=len(seq_lens), decode=MLADecodeMetadata(
+        block_table=inp.block_table, seq_lens=inp.cache_seqlens, dcp_tot_seq_lens=None,
+        tile_scheduler_metadata=tsm, num_splits=splits))
+    q_tokens = inp.q.view(-1, h_q, 576)  # vLLM's [num_tokens, heads, 576]
+    out, lse = impl.forward_mqa((q_tokens[..., :512], q_tokens[..., 512:]), inp.k_cache.squeeze(2), meta, None)
+    ref_out, ref_lse = reference.mla_decode(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512, 0.1, True)
+    assert torch.equal(out, ref_out.view(-1, h_q, 512)) and torch.equal(lse, ref_lse)
