@@ -41,7 +41,7 @@ def test_forward_mqa_matches_flashmla_backend(s_q):
     from mla_backend.vllm.backend import MLADecodeImpl, MLADecodeMetadata
     from mla_backend.vllm.schedule import DecodeSchedule
 
-    h_q, seqlens = 128, [1, 700, 4096, 63, 9000]
+    h_q, seqlens = 128, [s_q, 700, 4096, 63, 9000]  # spec decode has seqlen >= s_q
     inp = make_decode_inputs(seqlens, s_q, h_q, device="cuda", seed=s_q)
     q = inp.q.view(-1, h_q, 576)
     kv_cache = inp.k_cache.squeeze(2)  # vLLM's MLA cache: [num_blocks, 64, 576]
