@@ -1,11 +1,8 @@
 """The vLLM backend on an sm_90 GPU: against vLLM's FLASHMLA backend, and served over HTTP."""
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +10,7 @@ import pytest
 import torch
 
 from mla_backend.testing import cal_diff, make_decode_inputs, sm90_skip_reason
+from vllm_server import check_openai_answers, free_port, served, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,45 +64,16 @@ def test_forward_mqa_matches_flashmla_backend(s_q):
     assert cal_diff(lse, ref_lse)[0] < 1e-6
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post(url, body):
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return r.status, json.loads(r.read())
-
-
 def test_vllm_serve_answers_openai_requests(tiny_model, tmp_path):
-    port = free_port()
-    log = open(tmp_path / "serve.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", tiny_model,
-                               "--load-format", "dummy", "--attention-backend", "CUSTOM", "--port", str(port),
-                               "--max-model-len", "2048", "--gpu-memory-utilization", "0.5"],
-                              stdout=log, stderr=subprocess.STDOUT)
-    try:
+    port, log = free_port(), tmp_path / "serve.log"
+    cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", tiny_model, "--load-format", "dummy",
+           "--attention-backend", "CUSTOM", "--port", str(port), "--max-model-len", "2048",
+           "--gpu-memory-utilization", "0.5"]
+    with served(cmd, log) as server:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-4000:]
-            try:
-                urllib.request.urlopen(base + "/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(2)
-        status, body = post(base + "/v1/completions", {"model": tiny_model, "prompt": "def f(x):", "max_tokens": 16})
-        assert status == 200 and body["choices"][0]["text"]
-        status, body = post(base + "/v1/chat/completions", {
-            "model": tiny_model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16})
-        assert status == 200 and body["choices"][0]["message"]["content"] is not None
-        assert "CUSTOM" in (tmp_path / "serve.log").read_text()
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
+        wait_healthy(server, base, log)
+        check_openai_answers(base, tiny_model)
+    assert "Using AttentionBackendEnum.CUSTOM backend" in log.read_text()
 
 
 def test_logprobs_agree_with_flashmla(tiny_model, tmp_path):

@@ -84,3 +84,33 @@ def test_forward_mqa_runs_the_kernel_api(s_q):
     out, lse = impl.forward_mqa((q_tokens[..., :512], q_tokens[..., 512:]), inp.k_cache.squeeze(2), meta, None)
     ref_out, ref_lse = reference.mla_decode(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512, 0.1, True)
     assert torch.equal(out, ref_out.view(-1, h_q, 512)) and torch.equal(lse, ref_lse)
+
+
+def test_cpu_prefill_matches_sdpa():
+    from mla_backend.vllm.cpu import varlen_attention
+
+    g = torch.Generator().manual_seed(0)
+    lens = [5, 1, 9]
+    cu = torch.tensor([0, 5, 6, 15], dtype=torch.int32)
+    q, k = (torch.randn(15, 4, 24, generator=g) for _ in range(2))
+    v = torch.randn(15, 4, 16, generator=g)
+    out, lse = varlen_attention(q, k, v, cu, cu, 0.2, causal=True)
+    for i, n in enumerate(lens):
+        s = slice(int(cu[i]), int(cu[i + 1]))
+        want = torch.nn.functional.scaled_dot_product_attention(
+            q[s].transpose(0, 1), k[s].transpose(0, 1), v[s].transpose(0, 1), is_causal=True, scale=0.2)
+        torch.testing.assert_close(out[s], want.transpose(0, 1), rtol=1e-5, atol=1e-5)
+        scores = torch.einsum("qhd,khd->hqk", q[s], k[s]) * 0.2
+        scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), -float("inf"))
+        torch.testing.assert_close(lse[:, s], torch.logsumexp(scores, -1))
+
+
+def test_cpu_cache_write_skips_padding_slots():
+    from mla_backend.vllm.cpu import write_mla_cache
+
+    cache = torch.zeros(2, 64, 576)
+    kv_c, k_pe = torch.randn(3, 512), torch.randn(3, 1, 64)
+    write_mla_cache(kv_c, k_pe, cache, torch.tensor([70, -1, 3]))
+    flat = cache.view(-1, 576)
+    assert torch.equal(flat[70], torch.cat([kv_c[0], k_pe[0, 0]])) and torch.equal(flat[3, :512], kv_c[2])
+    assert int((flat.abs().sum(-1) > 0).sum()) == 2
