@@ -1,10 +1,8 @@
 """One small decode with split requests, for compute-sanitizer (see kernels/DESIGN.md):
 
-    compute-sanitizer --tool memcheck python tests/sanitize_case.py
-    compute-sanitizer --tool racecheck python tests/sanitize_case.py
+    PYTHONPATH=. compute-sanitizer --tool memcheck python3 tests/sanitize_case.py
+    PYTHONPATH=. compute-sanitizer --tool racecheck python3 tests/sanitize_case.py
 """
-import torch
-
 import mla_backend
 from mla_backend import reference
 from mla_backend.testing import cal_diff, make_decode_inputs

@@ -15,7 +15,6 @@ from vllm_server import check_openai_answers, free_port, served, wait_healthy
 ROOT = Path(__file__).resolve().parent.parent
 
 try:
-    import vllm  # noqa: F401
     from vllm.v1.attention.ops.flashmla import is_flashmla_dense_supported
     _reason = sm90_skip_reason() or is_flashmla_dense_supported()[1]
 except ImportError as e:
