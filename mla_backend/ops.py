@@ -74,18 +74,20 @@ def _fwd_kvcache_fake(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_s
     return q.new_empty((b, s_q, h_q, head_dim_v)), q.new_empty((b, h_q, s_q), dtype=torch.float32)
 
 
-def _expect(ok: bool, message: str) -> None:
+def _expect(ok: bool, message) -> None:
+    """Raises ValueError(message()) unless ok; the message is built only on failure (hot path)."""
     if not ok:
-        raise ValueError(message)
+        raise ValueError(message())
 
 
 def _check_int32(t, name: str, shape: tuple, device: torch.device) -> None:
-    _expect(isinstance(t, torch.Tensor), f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    _expect(t.dtype == torch.int32, f"{name} must be int32, got {t.dtype}")
-    _expect(t.device == device, f"{name} must be on {device} (q's device), got {t.device}")
+    _expect(isinstance(t, torch.Tensor), lambda: f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    _expect(t.dtype == torch.int32, lambda: f"{name} must be int32, got {t.dtype}")
+    _expect(t.device == device, lambda: f"{name} must be on {device} (q's device), got {t.device}")
     _expect(t.dim() == len(shape) and all(e is None or e == s for e, s in zip(shape, t.shape)),
-            f"{name} must have shape {_shape_str(shape)}, got {list(t.shape)}")
-    _expect(t.dim() == 0 or t.stride(-1) == 1, f"{name} must be contiguous in its last dim, got strides {t.stride()}")
+            lambda: f"{name} must have shape {_shape_str(shape)}, got {list(t.shape)}")
+    _expect(t.dim() == 0 or t.stride(-1) == 1,
+            lambda: f"{name} must be contiguous in its last dim, got strides {t.stride()}")
 
 
 def _shape_str(shape: tuple) -> str:
@@ -96,45 +98,55 @@ def _is_tracing() -> bool:
     return torch.compiler.is_compiling() or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
 
 
+def _aligned16(t: torch.Tensor) -> bool:
+    return _is_tracing() or t.data_ptr() % 16 == 0  # fake tensors under tracing have no data
+
+
 def check_decode_inputs(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits,
                         check_seqlens: bool) -> None:
     """Raises ValueError naming the first argument that is not what the kernel takes."""
-    _expect(isinstance(q, torch.Tensor), f"q must be a torch.Tensor, got {type(q).__name__}")
-    _expect(q.dtype in (torch.bfloat16, torch.float16), f"q must be bfloat16 or float16, got {q.dtype}")
-    _expect(q.dim() == 4, f"q must be [batch, seqlen_q, num_heads_q, {HEAD_DIM_QK}], got shape {list(q.shape)}")
+    _expect(isinstance(q, torch.Tensor), lambda: f"q must be a torch.Tensor, got {type(q).__name__}")
+    _expect(q.dtype in (torch.bfloat16, torch.float16), lambda: f"q must be bfloat16 or float16, got {q.dtype}")
+    _expect(q.dim() == 4, lambda: f"q must be [batch, seqlen_q, num_heads_q, {HEAD_DIM_QK}], got shape {list(q.shape)}")
     b, s_q, h_q, d = q.shape
-    _expect(d == HEAD_DIM_QK, f"q's head dim must be {HEAD_DIM_QK} (512 latent + 64 rope), got {d}")
-    _expect(s_q >= 1 and h_q >= 1, f"q must have seqlen_q >= 1 and num_heads_q >= 1, got shape {list(q.shape)}")
-    _expect(q.stride(-1) == 1, f"q must be contiguous in its last dim, got strides {q.stride()}")
-    _expect(head_dim_v == HEAD_DIM_V, f"head_dim_v must be {HEAD_DIM_V}, got {head_dim_v}")
+    _expect(d == HEAD_DIM_QK, lambda: f"q's head dim must be {HEAD_DIM_QK} (512 latent + 64 rope), got {d}")
+    _expect(s_q >= 1 and h_q >= 1, lambda: f"q must have seqlen_q >= 1 and num_heads_q >= 1, got shape {list(q.shape)}")
+    _expect(q.stride(-1) == 1, lambda: f"q must be contiguous in its last dim, got strides {q.stride()}")
+    _expect(all(st % 8 == 0 for st in q.stride()[:3]) and _aligned16(q),
+            lambda: f"q's batch, token and head strides must be multiples of 8 elements and its data "
+                    f"16-byte aligned (16-byte loads), got strides {q.stride()}")
+    _expect(head_dim_v == HEAD_DIM_V, lambda: f"head_dim_v must be {HEAD_DIM_V}, got {head_dim_v}")
 
-    _expect(isinstance(k_cache, torch.Tensor), f"k_cache must be a torch.Tensor, got {type(k_cache).__name__}")
-    _expect(k_cache.dtype == q.dtype, f"k_cache must have q's dtype {q.dtype}, got {k_cache.dtype}")
-    _expect(k_cache.device == q.device, f"k_cache must be on {q.device} (q's device), got {k_cache.device}")
-    _expect(k_cache.dim() == 4, f"k_cache must be [num_blocks, {PAGE_SIZE}, 1, {HEAD_DIM_QK}], "
-                                f"got shape {list(k_cache.shape)}")
-    _expect(k_cache.shape[1] == PAGE_SIZE, f"k_cache's page size (dim 1) must be {PAGE_SIZE}, got {k_cache.shape[1]}")
-    _expect(k_cache.shape[2] == 1, f"k_cache must have 1 KV head (dim 2), got {k_cache.shape[2]}")
-    _expect(k_cache.shape[3] == HEAD_DIM_QK, f"k_cache's head dim must be {HEAD_DIM_QK}, got {k_cache.shape[3]}")
-    _expect(k_cache.stride(3) == 1, f"k_cache must be contiguous in its last dim, got strides {k_cache.stride()}")
-    if q.is_cuda:
-        _expect(k_cache.stride(0) % 8 == 0 and k_cache.stride(1) % 8 == 0 and k_cache.data_ptr() % 16 == 0,
-                f"k_cache's page and token strides must be multiples of 8 elements and its data 16-byte aligned "
-                f"(TMA), got strides {k_cache.stride()}")
+    _expect(isinstance(k_cache, torch.Tensor), lambda: f"k_cache must be a torch.Tensor, got {type(k_cache).__name__}")
+    _expect(k_cache.dtype == q.dtype, lambda: f"k_cache must have q's dtype {q.dtype}, got {k_cache.dtype}")
+    _expect(k_cache.device == q.device, lambda: f"k_cache must be on {q.device} (q's device), got {k_cache.device}")
+    _expect(k_cache.dim() == 4,
+            lambda: f"k_cache must be [num_blocks, {PAGE_SIZE}, 1, {HEAD_DIM_QK}], got shape {list(k_cache.shape)}")
+    _expect(k_cache.shape[1] == PAGE_SIZE,
+            lambda: f"k_cache's page size (dim 1) must be {PAGE_SIZE}, got {k_cache.shape[1]}")
+    _expect(k_cache.shape[2] == 1, lambda: f"k_cache must have 1 KV head (dim 2), got {k_cache.shape[2]}")
+    _expect(k_cache.shape[3] == HEAD_DIM_QK,
+            lambda: f"k_cache's head dim must be {HEAD_DIM_QK}, got {k_cache.shape[3]}")
+    _expect(k_cache.stride(3) == 1,
+            lambda: f"k_cache must be contiguous in its last dim, got strides {k_cache.stride()}")
+    _expect(k_cache.stride(0) % 8 == 0 and k_cache.stride(1) % 8 == 0 and _aligned16(k_cache),
+            lambda: f"k_cache's page and token strides must be multiples of 8 elements and its data "
+                    f"16-byte aligned (TMA), got strides {k_cache.stride()}")
 
     _check_int32(block_table, "block_table", (b, None), q.device)
     _check_int32(cache_seqlens, "cache_seqlens", (b,), q.device)
-    _expect(cache_seqlens.is_contiguous(), "cache_seqlens must be contiguous")
+    _expect(cache_seqlens.is_contiguous(), lambda: "cache_seqlens must be contiguous")
     _check_int32(tile_scheduler_metadata, "tile_scheduler_metadata", (None, METADATA_FIELDS), q.device)
-    _expect(tile_scheduler_metadata.is_contiguous(), "tile_scheduler_metadata must be contiguous")
+    _expect(tile_scheduler_metadata.is_contiguous(), lambda: "tile_scheduler_metadata must be contiguous")
     _check_int32(num_splits, "num_splits", (b + 1,), q.device)
 
     if check_seqlens and not _is_tracing() and b > 0:
         lo, hi = (int(v) for v in torch.aminmax(cache_seqlens))
-        _expect(lo >= 0, f"cache_seqlens must be >= 0, got {lo}")
+        _expect(lo >= 0, lambda: f"cache_seqlens must be >= 0, got {lo}")
         capacity = block_table.shape[1] * PAGE_SIZE
-        _expect(hi <= capacity, f"block_table has {block_table.shape[1]} blocks per request ({capacity} tokens), "
-                                f"too few for cache_seqlens up to {hi}")
+        _expect(hi <= capacity,
+                lambda: f"block_table has {block_table.shape[1]} blocks per request ({capacity} tokens), "
+                        f"too few for cache_seqlens up to {hi}")
 
 
 def get_mla_metadata(cache_seqlens: torch.Tensor, num_q_tokens_per_head_k: int,
@@ -144,12 +156,14 @@ def get_mla_metadata(cache_seqlens: torch.Tensor, num_q_tokens_per_head_k: int,
     On an sm_90 GPU it is computed by a kernel with no host synchronisation, so it can be
     captured in a CUDA graph. num_q_tokens_per_head_k is seqlen_q * num_heads_q // num_heads_k.
     """
-    _expect(isinstance(cache_seqlens, torch.Tensor), "cache_seqlens must be a torch.Tensor")
+    _expect(isinstance(cache_seqlens, torch.Tensor), lambda: "cache_seqlens must be a torch.Tensor")
     _expect(cache_seqlens.dtype == torch.int32 and cache_seqlens.dim() == 1,
-            f"cache_seqlens must be a 1-D int32 tensor, got {cache_seqlens.dtype} of shape {list(cache_seqlens.shape)}")
-    _expect(cache_seqlens.is_contiguous(), "cache_seqlens must be contiguous")
-    _expect(num_heads_k == 1, f"num_heads_k must be 1 (MLA has one KV head), got {num_heads_k}")
-    _expect(num_q_tokens_per_head_k >= 1, f"num_q_tokens_per_head_k must be >= 1, got {num_q_tokens_per_head_k}")
+            lambda: f"cache_seqlens must be a 1-D int32 tensor, got {cache_seqlens.dtype} "
+                    f"of shape {list(cache_seqlens.shape)}")
+    _expect(cache_seqlens.is_contiguous(), lambda: "cache_seqlens must be contiguous")
+    _expect(num_heads_k == 1, lambda: f"num_heads_k must be 1 (MLA has one KV head), got {num_heads_k}")
+    _expect(num_q_tokens_per_head_k >= 1,
+            lambda: f"num_q_tokens_per_head_k must be >= 1, got {num_q_tokens_per_head_k}")
     if cache_seqlens.is_cuda and not has_sm90_kernel(cache_seqlens.device):
         return reference.get_mla_metadata(cache_seqlens, num_q_tokens_per_head_k, num_heads_k,
                                           _num_sms(cache_seqlens.device))

@@ -37,3 +37,16 @@ def test_cal_diff_flags_mismatched_inf():
     x = torch.tensor([0.0, -float("inf")])
     assert cal_diff(x, torch.tensor([0.0, 1.0]))[0] == float("inf")
     assert cal_diff(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])) == (0.0, 0.0)
+
+
+def test_public_api_traces_under_torch_compile():
+    inp = make_decode_inputs([64, 100], s_q=2, h_q=16, seed=5)
+
+    def decode(q, k_cache, block_table, seqlens):
+        tsm, splits = mla_backend.get_mla_metadata(seqlens, 32, 1)
+        return mla_backend.flash_mla_with_kvcache(q, k_cache, block_table, seqlens, 512, tsm, splits, causal=True)
+
+    compiled = torch.compile(decode, fullgraph=True, backend="aot_eager")
+    out, lse = compiled(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens)
+    ref_out, ref_lse = decode(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens)
+    assert torch.equal(out, ref_out) and torch.equal(lse, ref_lse)
