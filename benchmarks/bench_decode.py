@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""MLA decode timing: ours beside vLLM's FlashMLA and FA3-MLA kernels, same inputs, same run.
+"""MLA decode timing: ours beside vLLM's FlashMLA and FA3-MLA kernels and FlashInfer's MLA, same inputs, same run.
 
     python benchmarks/bench_decode.py [--json PATH] [--sq-sweep] [--only NAME]
 
@@ -77,7 +77,30 @@ def vllm_fa3_mla(inp, s_q, h_q, causal):
     return run
 
 
-IMPLS = {"ours": ours, "flashmla": vllm_flashmla, "fa3_mla": vllm_fa3_mla}
+def flashinfer_mla(inp, s_q, h_q, causal):
+    import flashinfer
+
+    b = inp.q.shape[0]
+    dev = inp.q.device
+    pages = (inp.cache_seqlens + 63) // 64
+    kv_indptr = torch.zeros(b + 1, dtype=torch.int32, device=dev)
+    kv_indptr[1:] = torch.cumsum(pages, 0)
+    used = torch.arange(inp.block_table.shape[1], device=dev)[None, :] < pages[:, None]
+    wrapper = flashinfer.mla.BatchMLAPagedAttentionWrapper(torch.empty(256 << 20, dtype=torch.int8, device=dev))
+    wrapper.plan(torch.arange(b + 1, dtype=torch.int32, device=dev) * s_q, kv_indptr, inp.block_table[used],
+                 inp.cache_seqlens, h_q, 512, 64, 64, causal, 576 ** -0.5, inp.q.dtype, inp.k_cache.dtype)
+    q = inp.q.view(b * s_q, h_q, 576)
+    q_nope, q_pe = q[..., :512].contiguous(), q[..., 512:].contiguous()
+    ckv, kpe = inp.k_cache[:, :, 0, :512], inp.k_cache[:, :, 0, 512:]
+
+    def run():
+        out, lse = wrapper.run(q_nope, q_pe, ckv, kpe, return_lse=True)
+        return out.view(b, s_q, h_q, 512), lse
+
+    return run
+
+
+IMPLS = {"ours": ours, "flashmla": vllm_flashmla, "fa3_mla": vllm_fa3_mla, "flashinfer_mla": flashinfer_mla}
 
 
 def available_impls(only: str | None) -> dict:
@@ -92,8 +115,10 @@ def available_impls(only: str | None) -> dict:
                     ok, why = flashmla.is_flashmla_dense_supported()
                     if not ok:
                         raise RuntimeError(why)
-                else:
+                elif name == "fa3_mla":
                     from vllm.vllm_flash_attn import flash_attn_varlen_func  # noqa: F401
+                else:
+                    import flashinfer.mla  # noqa: F401
             except Exception as e:  # vLLM absent or its kernel not built for this card
                 print(f"# {name}: not timed ({type(e).__name__}: {e})", file=sys.stderr)
                 continue
@@ -117,8 +142,12 @@ def bench_config(config, impls, records):
     nbytes = 2 * (total * 576 + len(seqlens) * s_q * h_q * (576 + 512))
     results, outputs = {}, {}
     for name, make in impls.items():
-        fn = make(inp, s_q, h_q, causal)
-        outputs[name] = fn()
+        try:
+            fn = make(inp, s_q, h_q, causal)
+            outputs[name] = fn()
+        except Exception as e:  # a peer that cannot run this config is reported, not fatal
+            print(f"# {describe(config)}: {name} failed ({type(e).__name__}: {str(e)[:200]})", file=sys.stderr)
+            continue
         us = triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median") * 1e3
         results[name] = us
         records.append({"config": config, "impl": name, "us": round(us, 2),

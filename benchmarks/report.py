@@ -15,7 +15,7 @@ def main(path):
     rows = defaultdict(dict)
     for r in json.load(open(path)):
         rows[config_name(r["config"])][r["impl"]] = r
-    peers = [p for p in ("flashmla", "fa3_mla") if any(p in v for v in rows.values())]
+    peers = [p for p in ("flashmla", "fa3_mla", "flashinfer_mla") if any(p in v for v in rows.values())]
     head = ["config", "ours µs", "ours TFLOPS", "ours GB/s"]
     for p in peers:
         head += [f"{p} µs", f"{p}/ours"]
