@@ -54,7 +54,8 @@ def _fwd_kvcache_cpu(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_sc
     return reference.mla_decode(q, k_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal)
 
 
-def _num_sms(device: torch.device) -> int:
+def num_sms(device: torch.device) -> int:
+    """Multiprocessors the scheduler splits work over (a nominal H100 off the GPU)."""
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     return reference.DEFAULT_NUM_SMS
@@ -62,7 +63,7 @@ def _num_sms(device: torch.device) -> int:
 
 @torch.library.register_fake("mla_backend::get_mla_metadata")
 def _get_mla_metadata_fake(cache_seqlens, num_q_tokens_per_head_k, num_heads_k):
-    parts = reference.num_sm_parts(_num_sms(cache_seqlens.device), num_q_tokens_per_head_k, num_heads_k)
+    parts = reference.num_sm_parts(num_sms(cache_seqlens.device), num_q_tokens_per_head_k, num_heads_k)
     return (cache_seqlens.new_empty((parts, METADATA_FIELDS)),
             cache_seqlens.new_empty((cache_seqlens.shape[0] + 1,)))
 
@@ -166,7 +167,7 @@ def get_mla_metadata(cache_seqlens: torch.Tensor, num_q_tokens_per_head_k: int,
             lambda: f"num_q_tokens_per_head_k must be >= 1, got {num_q_tokens_per_head_k}")
     if cache_seqlens.is_cuda and not has_sm90_kernel(cache_seqlens.device):
         return reference.get_mla_metadata(cache_seqlens, num_q_tokens_per_head_k, num_heads_k,
-                                          _num_sms(cache_seqlens.device))
+                                          num_sms(cache_seqlens.device))
     return torch.ops.mla_backend.get_mla_metadata(cache_seqlens, num_q_tokens_per_head_k, num_heads_k)
 
 

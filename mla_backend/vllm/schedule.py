@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from mla_backend import get_mla_metadata
+from mla_backend.ops import num_sms
 from mla_backend.reference import METADATA_FIELDS
 
 
@@ -17,8 +18,8 @@ class DecodeSchedule:
 
     def __init__(self, num_heads_q: int, max_num_seqs: int, device: torch.device):
         self.num_heads_q = num_heads_q
-        max_parts = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1024
-        self.metadata_buffer = torch.zeros((max_parts, METADATA_FIELDS), dtype=torch.int32, device=device)
+        # num_sm_parts never exceeds the multiprocessor count.
+        self.metadata_buffer = torch.zeros((num_sms(device), METADATA_FIELDS), dtype=torch.int32, device=device)
         self.num_splits_buffer = torch.zeros((max_num_seqs + 1,), dtype=torch.int32, device=device)
 
     def build(self, seq_lens: torch.Tensor, query_start_loc_cpu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
