@@ -35,21 +35,20 @@ def test_forward_mqa_matches_flashmla_backend(s_q):
     from vllm.v1.attention.backends.mla.flashmla import FlashMLADecodeMetadata, FlashMLAImpl
     from vllm.v1.attention.ops.flashmla import FlashMLASchedMeta
 
+    from mla_backend.schedule import DecodeSchedule
     from mla_backend.vllm.backend import MLADecodeImpl, MLADecodeMetadata
-    from mla_backend.vllm.schedule import DecodeSchedule
 
     h_q, seqlens = 128, [s_q, 700, 4096, 63, 9000]  # spec decode has seqlen >= s_q
     inp = make_decode_inputs(seqlens, s_q, h_q, device="cuda", seed=s_q)
     q = inp.q.view(-1, h_q, 576)
     kv_cache = inp.k_cache.squeeze(2)  # vLLM's MLA cache: [num_blocks, 64, 576]
-    query_start_loc_cpu = torch.arange(len(seqlens) + 1, dtype=torch.int32) * s_q
 
     impls = {}
     for cls in (MLADecodeImpl, FlashMLAImpl):  # only forward_mqa is exercised: set what it reads
         impl = object.__new__(cls)
         impl.kv_lora_rank, impl.scale, impl.kv_cache_dtype = 512, 576 ** -0.5, "auto"
         impls[cls] = impl
-    tsm, splits = DecodeSchedule(h_q, 16, torch.device("cuda")).build(inp.cache_seqlens, query_start_loc_cpu)
+    tsm, splits = DecodeSchedule(h_q, 16, torch.device("cuda")).build(inp.cache_seqlens, s_q)
     ours_meta = SimpleNamespace(num_decodes=len(seqlens), decode=MLADecodeMetadata(
         block_table=inp.block_table, seq_lens=inp.cache_seqlens, dcp_tot_seq_lens=None,
         tile_scheduler_metadata=tsm, num_splits=splits))

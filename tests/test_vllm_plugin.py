@@ -39,47 +39,57 @@ def test_backend_capabilities():
     assert "sparse" in B.supports_combination(576, torch.bfloat16, "auto", 64, True, False, True, False, None)
 
 
-def schedule_for(seq_lens, s_q, h_q, schedule):
-    query_start_loc_cpu = torch.arange(len(seq_lens) + 1, dtype=torch.int32) * s_q
-    return schedule.build(torch.tensor(seq_lens, dtype=torch.int32), query_start_loc_cpu)
+def build_decode(seq_lens, s_q, schedule, block_table=None):
+    """The builder's _build_decode on vLLM-shaped metadata: uniform batches of s_q query tokens."""
+    from mla_backend.vllm.backend import MLADecodeMetadataBuilder
+
+    builder = object.__new__(MLADecodeMetadataBuilder)  # _build_decode reads only the schedule
+    builder.schedule = schedule
+    seq = torch.tensor(seq_lens, dtype=torch.int32)
+    query_start_loc = torch.arange(len(seq_lens) + 1, dtype=torch.int32) * s_q
+    if block_table is None:
+        block_table = torch.zeros(len(seq_lens), 1, dtype=torch.int32)
+    return builder._build_decode(block_table, seq, max(seq_lens), query_start_loc, query_start_loc,
+                                 len(seq_lens) * s_q, None)
 
 
 @pytest.mark.parametrize("s_q", [1, 2, 4])  # plain decode, and uniform spec-decode batches
-def test_schedule_maps_to_kernel_metadata(s_q):
-    from mla_backend.vllm.schedule import DecodeSchedule
+def test_builder_maps_to_kernel_metadata(s_q):
+    from mla_backend.schedule import DecodeSchedule
 
     h_q = 16
     schedule = DecodeSchedule(h_q, max_num_seqs=64, device=torch.device("cpu"))
     for seq_lens in ([5, 4096, 70000], [1] * 64, [300, 0, 0, 0]):  # the last: a padded CUDA-graph batch
-        tsm, splits = schedule_for(seq_lens, s_q, h_q, schedule)
+        block_table = torch.randint(0, 100, (len(seq_lens), 3), dtype=torch.int32)
+        meta = build_decode(seq_lens, s_q, schedule, block_table)
         want_tsm, want_splits = mla_backend.get_mla_metadata(torch.tensor(seq_lens, dtype=torch.int32), s_q * h_q, 1)
-        assert torch.equal(tsm, want_tsm) and torch.equal(splits, want_splits)
+        assert torch.equal(meta.tile_scheduler_metadata, want_tsm) and torch.equal(meta.num_splits, want_splits)
+        assert meta.block_table is block_table and meta.seq_lens.tolist() == seq_lens
         # Views of the persistent buffers, so a captured graph reads the new schedule.
-        assert tsm.data_ptr() == schedule.metadata_buffer.data_ptr()
-        assert splits.data_ptr() == schedule.num_splits_buffer.data_ptr()
+        assert meta.tile_scheduler_metadata.data_ptr() == schedule.metadata_buffer.data_ptr()
+        assert meta.num_splits.data_ptr() == schedule.num_splits_buffer.data_ptr()
 
 
 def test_schedule_rejects_batches_beyond_buffers():
-    from mla_backend.vllm.schedule import DecodeSchedule
+    from mla_backend.schedule import DecodeSchedule
 
     schedule = DecodeSchedule(16, max_num_seqs=2, device=torch.device("cpu"))
     with pytest.raises(ValueError, match="exceeds the buffers"):
-        schedule_for([1, 2, 3], 1, 16, schedule)
+        schedule.build(torch.tensor([1, 2, 3], dtype=torch.int32), 1)
 
 
 @pytest.mark.parametrize("s_q", [1, 3])
 def test_forward_mqa_runs_the_kernel_api(s_q):
-    from mla_backend.vllm.backend import MLADecodeImpl, MLADecodeMetadata
-    from mla_backend.vllm.schedule import DecodeSchedule
+    from mla_backend.vllm.backend import MLADecodeImpl
+    from mla_backend.schedule import DecodeSchedule
 
     h_q, seq_lens = 16, [70, 3, 200]
     inp = make_decode_inputs(seq_lens, s_q, h_q, seed=s_q)
-    tsm, splits = schedule_for(seq_lens, s_q, h_q, DecodeSchedule(h_q, 8, torch.device("cpu")))
     impl = object.__new__(MLADecodeImpl)  # forward_mqa reads only these
     impl.kv_lora_rank, impl.scale = 512, 0.1
-    meta = SimpleNamespace(num_decodes=len(seq_lens), decode=MLADecodeMetadata(
-        block_table=inp.block_table, seq_lens=inp.cache_seqlens, dcp_tot_seq_lens=None,
-        tile_scheduler_metadata=tsm, num_splits=splits))
+    meta = SimpleNamespace(num_decodes=len(seq_lens),
+                           decode=build_decode(seq_lens, s_q, DecodeSchedule(h_q, 8, torch.device("cpu")),
+                                               inp.block_table))
     q_tokens = inp.q.view(-1, h_q, 576)  # vLLM's [num_tokens, heads, 576]
     out, lse = impl.forward_mqa((q_tokens[..., :512], q_tokens[..., 512:]), inp.k_cache.squeeze(2), meta, None)
     ref_out, ref_lse = reference.mla_decode(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512, 0.1, True)

@@ -25,8 +25,8 @@ from vllm.v1.attention.backends.utils import (
 from vllm.v1.kv_cache_interface import AttentionSpec
 
 from mla_backend import flash_mla_with_kvcache
+from mla_backend.schedule import DecodeSchedule
 
-from .schedule import DecodeSchedule
 
 
 class MLADecodeBackend(MLACommonBackend):
@@ -98,7 +98,9 @@ class MLADecodeMetadataBuilder(MLACommonMetadataBuilder[MLABackendMetadata]):
     def _build_decode(self, block_table_tensor: torch.Tensor, seq_lens_device: torch.Tensor, max_seq_len: int,
                       query_start_loc_cpu: torch.Tensor, query_start_loc_device: torch.Tensor,
                       num_decode_tokens: int, dcp_tot_seq_lens_device: torch.Tensor | None) -> MLADecodeMetadata:
-        tile_scheduler_metadata, num_splits = self.schedule.build(seq_lens_device, query_start_loc_cpu)
+        query_lens = query_start_loc_cpu[1:] - query_start_loc_cpu[:-1]  # host tensor: no sync
+        seqlen_q = int(query_lens.max()) if query_lens.numel() else 1
+        tile_scheduler_metadata, num_splits = self.schedule.build(seq_lens_device, seqlen_q)
         return MLADecodeMetadata(block_table=block_table_tensor, seq_lens=seq_lens_device,
                                  dcp_tot_seq_lens=dcp_tot_seq_lens_device,
                                  tile_scheduler_metadata=tile_scheduler_metadata, num_splits=num_splits)

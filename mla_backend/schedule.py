@@ -1,4 +1,4 @@
-"""The engine-independent half of the vLLM builder: tile-scheduler metadata in persistent buffers."""
+"""Tile-scheduler metadata in persistent buffers, for the engine adapters (vLLM, SGLang)."""
 from __future__ import annotations
 
 import torch
@@ -13,7 +13,7 @@ class DecodeSchedule:
     steps, so a decode captured in a full CUDA graph reads the current step's schedule.
 
     Uniform decode batches only: every request has the same number of query tokens
-    (1, or 1 + speculative tokens).
+    (1, or the verified draft tokens of speculative decoding).
     """
 
     def __init__(self, num_heads_q: int, max_num_seqs: int, device: torch.device):
@@ -22,11 +22,9 @@ class DecodeSchedule:
         self.metadata_buffer = torch.zeros((num_sms(device), METADATA_FIELDS), dtype=torch.int32, device=device)
         self.num_splits_buffer = torch.zeros((max_num_seqs + 1,), dtype=torch.int32, device=device)
 
-    def build(self, seq_lens: torch.Tensor, query_start_loc_cpu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """seq_lens: int32 [num_decodes] on the device; query_start_loc_cpu: [num_decodes + 1] on the host."""
+    def build(self, seq_lens: torch.Tensor, seqlen_q: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """seq_lens: int32 [num_decodes] on the device; seqlen_q: query tokens per request."""
         num_decodes = seq_lens.shape[0]
-        query_lens = query_start_loc_cpu[1:] - query_start_loc_cpu[:-1]
-        seqlen_q = int(query_lens.max()) if num_decodes else 1
         metadata, num_splits = get_mla_metadata(seq_lens, seqlen_q * self.num_heads_q, 1)
         parts = metadata.shape[0]
         if parts > self.metadata_buffer.shape[0] or num_decodes + 1 > self.num_splits_buffer.shape[0]:
