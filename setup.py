@@ -55,5 +55,8 @@ setup(
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExtension},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
-    entry_points={"vllm.general_plugins": ["mla_backend = mla_backend.vllm:register"]},
+    entry_points={
+        "vllm.general_plugins": ["mla_backend = mla_backend.vllm:register"],
+        "sglang.srt.plugins": ["mla_backend = mla_backend.sglang:register"],
+    },
 )

@@ -49,6 +49,18 @@ def make_decode_inputs(seqlens: Sequence[int], s_q: int, h_q: int, dtype=torch.b
                                                                          device=device))
 
 
+def req_to_token_pool(block_table: torch.Tensor, seq_lens: Sequence[int], pool_rows: int,
+                      max_context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """SGLang's req_to_token as it is filled with --page-size 64, holding the requests of
+    `block_table` at pool rows 1, 3, 5, ...: (req_to_token, the requests' pool rows)."""
+    req_to_token = torch.zeros(pool_rows, max_context, dtype=torch.int32, device=block_table.device)
+    rows = torch.arange(1, 2 * len(seq_lens), 2, device=block_table.device)
+    for i, n in enumerate(seq_lens):
+        t = torch.arange(n, device=block_table.device)
+        req_to_token[rows[i], :n] = (block_table[i, t // PAGE_SIZE] * PAGE_SIZE + t % PAGE_SIZE).int()
+    return req_to_token, rows
+
+
 def varlen_seqlens(b: int, mean: int, s_q: int, seed: int = 0) -> list[int]:
     """FlashMLA's benchmark batches: seqlen ~ N(mean, mean / 2), clipped below at s_q."""
     g = torch.Generator().manual_seed(seed)

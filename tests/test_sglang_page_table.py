@@ -4,23 +4,13 @@ import torch
 
 from mla_backend import reference
 from mla_backend.sglang.page_table import check_page_size, page_table_from_req_to_token
-from mla_backend.testing import make_decode_inputs
-
-
-def make_pool(block_table: torch.Tensor, seq_lens: list[int], pool_rows: int, max_context: int):
-    """req_to_token as SGLang fills it with --page-size 64, the requests at rows 1, 3, 5, ..."""
-    req_to_token = torch.zeros(pool_rows, max_context, dtype=torch.int32)
-    rows = torch.arange(1, 2 * len(seq_lens), 2)
-    for i, n in enumerate(seq_lens):
-        t = torch.arange(n)
-        req_to_token[rows[i], :n] = block_table[i, t // 64] * 64 + t % 64
-    return req_to_token, rows
+from mla_backend.testing import make_decode_inputs, req_to_token_pool
 
 
 def test_pages_of_each_request():
     seq_lens = [1, 64, 65, 300, 0]
     inp = make_decode_inputs(seq_lens, 1, 4, seed=1)
-    req_to_token, rows = make_pool(inp.block_table, seq_lens, pool_rows=12, max_context=512)
+    req_to_token, rows = req_to_token_pool(inp.block_table, seq_lens, pool_rows=12, max_context=512)
     table = page_table_from_req_to_token(req_to_token, rows, inp.cache_seqlens, max_pages=8)
     assert table.dtype == torch.int32 and table.shape == (5, 8)
     for i, n in enumerate(seq_lens):
@@ -32,7 +22,7 @@ def test_pages_of_each_request():
 def test_decode_through_mapped_table_equals_reference():
     seq_lens = [130, 7, 64]
     inp = make_decode_inputs(seq_lens, 2, 8, seed=2, unused_entry=10**6)
-    req_to_token, rows = make_pool(inp.block_table, seq_lens, pool_rows=8, max_context=256)
+    req_to_token, rows = req_to_token_pool(inp.block_table, seq_lens, pool_rows=8, max_context=256)
     table = page_table_from_req_to_token(req_to_token, rows, inp.cache_seqlens, max_pages=4)
     got = reference.mla_decode(inp.q, inp.k_cache, table, inp.cache_seqlens, causal=True)
     want = reference.mla_decode(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, causal=True)
@@ -42,7 +32,7 @@ def test_decode_through_mapped_table_equals_reference():
 def test_padded_graph_batch_into_persistent_buffer():
     seq_lens = [100, 0, 0]  # a CUDA-graph batch padded with empty requests at pool row 0
     inp = make_decode_inputs(seq_lens[:1], 1, 4, seed=3)
-    req_to_token, rows = make_pool(inp.block_table, seq_lens[:1], pool_rows=4, max_context=128)
+    req_to_token, rows = req_to_token_pool(inp.block_table, seq_lens[:1], pool_rows=4, max_context=128)
     indices = torch.tensor([int(rows[0]), 0, 0])
     buffer = torch.full((8, 16), -7, dtype=torch.int32)
     view = page_table_from_req_to_token(req_to_token, indices, torch.tensor(seq_lens), max_pages=4, out=buffer)
@@ -54,7 +44,7 @@ def test_padded_graph_batch_into_persistent_buffer():
 def test_table_wider_than_pool_pads_with_zeros():
     seq_lens = [128]
     inp = make_decode_inputs(seq_lens, 1, 4, seed=4)
-    req_to_token, rows = make_pool(inp.block_table, seq_lens, pool_rows=2, max_context=128)
+    req_to_token, rows = req_to_token_pool(inp.block_table, seq_lens, pool_rows=2, max_context=128)
     table = page_table_from_req_to_token(req_to_token, rows, inp.cache_seqlens, max_pages=5)
     assert torch.equal(table[0, :2], inp.block_table[0, :2]) and torch.all(table[0, 2:] == 0)
 
