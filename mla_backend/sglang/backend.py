@@ -46,7 +46,9 @@ class MLADecodeAttnBackend(FlashInferMLAAttnBackend):
         self.decode_metadata = None
         self._verify_mask = None
 
-    def init_cuda_graph_state(self, max_bs: int, max_num_tokens: int) -> None:
+    def init_cuda_graph_state(self, max_bs: int, max_num_tokens: int, kv_indices_buf=None) -> None:
+        # kv_indices_buf: FlashInfer's index scratch that SGLang's callers may hand over; the
+        # kernel reads its own page table instead.
         self.graph_page_table = torch.zeros((max_bs, self.max_pages), dtype=torch.int32, device=self.device)
         self.graph_schedule = DecodeSchedule(self.num_q_heads, max_bs, self.device)
         # SGLang's verify worker fetches the draft-tree scratch from the target backend; the
