@@ -81,6 +81,20 @@ def get_mla_metadata(cache_seqlens: torch.Tensor, num_q_tokens_per_head_k: int, 
             torch.tensor(num_splits, dtype=torch.int32, device=dev))
 
 
+def softmax_with_lse(scores: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax over the last dim of float32 scores [..., q, k] and its natural-log LSE [..., q].
+
+    With causal, query i of q sees the first k - q + 1 + i keys (the queries are the last q
+    tokens). A row that sees no key gets probabilities 0 and LSE -inf.
+    """
+    if causal:
+        num_q, num_k = scores.shape[-2:]
+        hidden = torch.ones(num_q, num_k, dtype=torch.bool, device=scores.device).triu(num_k - num_q + 1)
+        scores = scores.masked_fill(hidden, -math.inf)
+    lse = torch.logsumexp(scores, dim=-1)
+    return torch.exp(scores - lse[..., None]).nan_to_num(0.0), lse
+
+
 def mla_decode(q: torch.Tensor, k_cache: torch.Tensor, block_table: torch.Tensor, cache_seqlens: torch.Tensor,
                head_dim_v: int = HEAD_DIM_V, softmax_scale: float | None = None,
                causal: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,13 +110,6 @@ def mla_decode(q: torch.Tensor, k_cache: torch.Tensor, block_table: torch.Tensor
             continue
         pages = block_table[i, : -(-n // page_size)].long()
         kv = k_cache[pages].reshape(-1, d)[:n].float()
-        scores = torch.einsum("shd,nd->shn", q[i].float(), kv) * softmax_scale
-        if causal:
-            limit = n - s_q + 1 + torch.arange(s_q, device=q.device)
-            hidden = torch.arange(n, device=q.device)[None, :] >= limit[:, None]
-            scores = scores.masked_fill(hidden[:, None, :], -math.inf)
-        row_lse = torch.logsumexp(scores, dim=-1)
-        probs = torch.exp(scores - row_lse[..., None]).nan_to_num(0.0)  # rows that see no key
-        out[i] = torch.einsum("shn,nv->shv", probs, kv[:, :head_dim_v])
-        lse[i] = row_lse.transpose(0, 1)
+        probs, lse[i] = softmax_with_lse(torch.einsum("shd,nd->hsn", q[i].float(), kv) * softmax_scale, causal)
+        out[i] = torch.einsum("hsn,nv->shv", probs, kv[:, :head_dim_v])
     return out.to(q.dtype), lse

@@ -14,6 +14,8 @@ import torch
 from vllm.logger import init_logger
 from vllm.v1.attention.backends.mla.prefill.base import MLAPrefillBackend
 
+from mla_backend.reference import softmax_with_lse
+
 logger = init_logger("vllm.plugins.mla_backend")  # under "vllm", whose handlers print it
 
 
@@ -33,13 +35,8 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
         if q1 == q0:
             continue
         scores = torch.einsum("qhd,khd->hqk", q[q0:q1].float(), k[k0:k1].float()) * scale
-        if causal:
-            hidden = torch.ones(q1 - q0, k1 - k0, dtype=torch.bool, device=q.device).triu(k1 - k0 - (q1 - q0) + 1)
-            scores = scores.masked_fill(hidden, -math.inf)
-        row_lse = torch.logsumexp(scores, dim=-1)
-        probs = torch.exp(scores - row_lse[..., None]).nan_to_num(0.0)  # rows with no key
+        probs, lse[:, q0:q1] = softmax_with_lse(scores, causal)
         out[q0:q1] = torch.einsum("hqk,khd->qhd", probs, v[k0:k1].float()).to(out.dtype)
-        lse[:, q0:q1] = row_lse
     return out, lse
 
 
