@@ -54,8 +54,9 @@ def _fwd_kvcache_cpu(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_sc
     return reference.mla_decode(q, k_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal)
 
 
-def num_sms(device: torch.device) -> int:
+def num_sms(device: torch.device | str) -> int:
     """Multiprocessors the scheduler splits work over (a nominal H100 off the GPU)."""
+    device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     return reference.DEFAULT_NUM_SMS

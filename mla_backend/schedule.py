@@ -16,7 +16,7 @@ class DecodeSchedule:
     (1, or the verified draft tokens of speculative decoding).
     """
 
-    def __init__(self, num_heads_q: int, max_num_seqs: int, device: torch.device):
+    def __init__(self, num_heads_q: int, max_num_seqs: int, device: torch.device | str):
         self.num_heads_q = num_heads_q
         # num_sm_parts never exceeds the multiprocessor count.
         self.metadata_buffer = torch.zeros((num_sms(device), METADATA_FIELDS), dtype=torch.int32, device=device)

@@ -94,3 +94,15 @@ def test_num_sm_parts():
     assert reference.num_sm_parts(132, 128, 1) == 66
     assert reference.num_sm_parts(132, 256, 1) == 33
     assert reference.num_sm_parts(2, 1024, 1) == 1
+
+
+def test_decode_schedule_takes_device_strings():
+    # SGLang hands its device over as a string ("cuda"), vLLM as a torch.device.
+    from mla_backend.schedule import DecodeSchedule
+
+    seq_lens = torch.tensor([70, 0, 300], dtype=torch.int32)
+    by_name = DecodeSchedule(16, 4, "cpu").build(seq_lens, 2)
+    by_device = DecodeSchedule(16, 4, torch.device("cpu")).build(seq_lens, 2)
+    for a, b in zip(by_name, by_device):
+        assert torch.equal(a, b)
+    assert by_name[0].shape[0] == reference.DEFAULT_NUM_SMS
