@@ -59,9 +59,11 @@ __device__ __forceinline__ uint32_t pack2<cutlass::half_t>(float a, float b) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
+// Issues C (+)= A·B as one wgmma group and commits it; the caller waits with
+// warpgroup_wait<N>() and then fences C.
 template <class TiledMma, class FragA, class FragB, class FragC>
-__device__ __forceinline__ void warpgroup_gemm(TiledMma& mma, FragA const& a, FragB const& b, FragC& c,
-                                               bool zero_init) {
+__device__ __forceinline__ void warpgroup_gemm_issue(TiledMma& mma, FragA const& a, FragB const& b, FragC& c,
+                                                     bool zero_init) {
   warpgroup_fence_operand(c);
   warpgroup_arrive();
   mma.accumulate_ = zero_init ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
@@ -71,8 +73,6 @@ __device__ __forceinline__ void warpgroup_gemm(TiledMma& mma, FragA const& a, Fr
     mma.accumulate_ = GMMA::ScaleOut::One;
   }
   warpgroup_commit_batch();
-  warpgroup_wait<0>();
-  warpgroup_fence_operand(c);
 }
 
 template <typename Traits>
@@ -166,18 +166,22 @@ __device__ void consume(typename Traits::SharedStorage& smem, const DecodeParams
 
     Tensor tOrO = partition_fragment_C(mma_pv, Shape<Int<kBlockM>, Int<kDv>>{});
     clear(tOrO);
-    float row_max[2] = {kNegInf, kNegInf};
+    // Per row: the max that P is scaled by (log2 units, -inf until a key is seen) and the
+    // sum of P at that scale.
+    float scaled_max[2] = {kNegInf, kNegInf};
     float row_sum[2] = {0.f, 0.f};
+    const int min_key_limit = min(key_limit[0], key_limit[1]);
 
-    for (int blk = range.begin; blk < range.end; ++blk) {
-      ClusterTransactionBarrier::wait(&smem.kv_full[stage], phase);
-      Element* kv = smem.kv[stage];
-
+    Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kN>>{});
+    auto issue_qk = [&](Element* kv) {
       Tensor sK = make_tensor(make_smem_ptr(kv), typename Traits::SmemLayoutKV{});
-      Tensor tSrK = thr_qk.partition_fragment_B(local_tile(sK, Shape<Int<kN>, Int<kHeadDimQK>>{}, make_coord(Int<kWG>{}, _0{})));
-      Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kN>>{});
-      warpgroup_gemm(mma_qk, tSrQ, tSrK, tSrS, /*zero_init=*/true);
-
+      Tensor tSrK = thr_qk.partition_fragment_B(
+          local_tile(sK, Shape<Int<kN>, Int<kHeadDimQK>>{}, make_coord(Int<kWG>{}, _0{})));
+      warpgroup_gemm_issue(mma_qk, tSrQ, tSrK, tSrS, /*zero_init=*/true);
+    };
+    // Page blk's S → masked, P (bf16/fp16) in shared memory for both warpgroups, O and
+    // row sums rescaled where the max moved. No wgmma is in flight here.
+    auto softmax_to_p = [&](int blk, Element* kv) {
       // Tokens past seqlen hold whatever the page held: zero this warpgroup's V
       // columns there, so that P = 0 cannot meet a NaN. Whole 128-byte rows of the
       // chunks, so the swizzle does not matter.
@@ -191,13 +195,15 @@ __device__ void consume(typename Traits::SharedStorage& smem, const DecodeParams
         }
       }
 
-      // Mask, then this warpgroup's row max over its 32 tokens.
+      // Mask (only a page that reaches past a row's window), then this warpgroup's row
+      // max over its 32 tokens.
+      const bool needs_mask = (blk + 1) * kBlockN > min_key_limit;
       float local_max[2] = {kNegInf, kNegInf};
       CUTE_UNROLL
       for (int e = 0; e < size(tSrS); ++e) {
         const int j = (e / 2) % 2;
         const int key = blk * kBlockN + kWG * kN + (e / 4) * 8 + col0 + e % 2;
-        if (key >= key_limit[j]) tSrS(e) = kNegInf;
+        if (needs_mask && key >= key_limit[j]) tSrS(e) = kNegInf;
         local_max[j] = fmaxf(local_max[j], tSrS(e));
       }
       CUTE_UNROLL
@@ -208,40 +214,66 @@ __device__ void consume(typename Traits::SharedStorage& smem, const DecodeParams
       }
       consumer_sync(ConsumerBarrier::kRowMax);
 
-      float scaled_max[2], rescale[2];
+      // Both warpgroups hold the same scaled_max state and read the same page maxima, so
+      // they make the same choice. A max that grew by at most kLazyRescale keeps the old
+      // scale: P stays ≤ 2^kLazyRescale and the final division is exact either way.
+      constexpr float kLazyRescale = 8.f;
+      float rescale[2] = {1.f, 1.f};
+      bool any_rescale = false;
       CUTE_UNROLL
       for (int j = 0; j < 2; ++j) {
         const int r = row0 + 8 * j;
-        const float new_max = fmaxf(row_max[j], fmaxf(smem.row_max[0][r], smem.row_max[1][r]));
-        // A row with no visible key yet keeps max -inf; subtract 0 then, not -inf.
-        scaled_max[j] = new_max == kNegInf ? 0.f : new_max * p.scale_log2;
-        rescale[j] = exp2f(row_max[j] * p.scale_log2 - scaled_max[j]);
-        row_max[j] = new_max;
-        row_sum[j] *= rescale[j];
+        const float page_max = fmaxf(smem.row_max[0][r], smem.row_max[1][r]) * p.scale_log2;
+        if (page_max > scaled_max[j] + kLazyRescale) {
+          rescale[j] = exp2f(scaled_max[j] - page_max);
+          scaled_max[j] = page_max;
+          row_sum[j] *= rescale[j];
+          any_rescale = true;
+        }
       }
       CUTE_UNROLL
       for (int e = 0; e < size(tSrS); e += 2) {
         const int j = (e / 2) % 2;
-        const float p0 = exp2f(fmaf(tSrS(e), p.scale_log2, -scaled_max[j]));
-        const float p1 = exp2f(fmaf(tSrS(e + 1), p.scale_log2, -scaled_max[j]));
+        // A row with no visible key yet keeps max -inf; subtract 0 then, not -inf.
+        const float sub = scaled_max[j] == kNegInf ? 0.f : scaled_max[j];
+        const float p0 = exp2f(fmaf(tSrS(e), p.scale_log2, -sub));
+        const float p1 = exp2f(fmaf(tSrS(e + 1), p.scale_log2, -sub));
         row_sum[j] += p0 + p1;
         const int col = kWG * kN + (e / 4) * 8 + col0;
         *reinterpret_cast<uint32_t*>(sp + swizzled_offset(row0 + 8 * j, col, sizeof(Element))) =
             pack2<Element>(p0, p1);
       }
-      CUTE_UNROLL
-      for (int e = 0; e < size(tOrO); ++e) tOrO(e) *= rescale[(e / 2) % 2];
+      if (any_rescale) {
+        CUTE_UNROLL
+        for (int e = 0; e < size(tOrO); ++e) tOrO(e) *= rescale[(e / 2) % 2];
+      }
       cutlass::arch::fence_view_async_shared();
       consumer_sync(ConsumerBarrier::kPReady);
-
+    };
+    auto issue_pv = [&](Element* kv) {
       Tensor sVt = make_tensor(make_smem_ptr(kv), typename Traits::SmemLayoutVt{});
-      Tensor tOrV = thr_pv.partition_fragment_B(local_tile(sVt, Shape<Int<kDv>, Int<kBlockN>>{}, make_coord(Int<kWG>{}, _0{})));
-      warpgroup_gemm(mma_pv, tOrP, tOrV, tOrO, /*zero_init=*/false);
-      if (tid == 0) ClusterBarrier::arrive(&smem.kv_empty[stage]);
+      Tensor tOrV = thr_pv.partition_fragment_B(
+          local_tile(sVt, Shape<Int<kDv>, Int<kBlockN>>{}, make_coord(Int<kWG>{}, _0{})));
+      warpgroup_gemm_issue(mma_pv, tOrP, tOrV, tOrO, /*zero_init=*/false);
+    };
+    auto next_stage = [&] {
       if (++stage == kStages) {
         stage = 0;
         phase ^= 1;
       }
+    };
+
+    for (int blk = range.begin; blk < range.end; ++blk) {
+      ClusterTransactionBarrier::wait(&smem.kv_full[stage], phase);
+      issue_qk(smem.kv[stage]);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tSrS);
+      softmax_to_p(blk, smem.kv[stage]);
+      issue_pv(smem.kv[stage]);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tOrO);
+      if (tid == 0) ClusterBarrier::arrive(&smem.kv_empty[stage]);
+      next_stage();
     }
 
     // Epilogue: the row sum is split across the quad and across the two warpgroups.
@@ -264,7 +296,7 @@ __device__ void consume(typename Traits::SharedStorage& smem, const DecodeParams
       const float sum = smem.row_sum[0][r] + smem.row_sum[1][r];
       const float inv_sum = sum > 0.f ? 1.f / sum : 0.f;
       // log2-domain LSE; -inf for a row that saw no key.
-      const float lse2 = sum > 0.f ? row_max[j] * p.scale_log2 + __log2f(sum) : kNegInf;
+      const float lse2 = sum > 0.f ? scaled_max[j] + __log2f(sum) : kNegInf;
       if (is_split) {
         float* o = p.out_accum + (int64_t(split_idx) * p.q_rows + q_row) * kHeadDimV + kWG * kDv + col0;
         CUTE_UNROLL
