@@ -14,7 +14,7 @@ def config_name(c):
 def main(path):
     rows = defaultdict(dict)
     for r in json.load(open(path)):
-        rows[config_name(r["config"])][r["impl"]] = r
+        rows[config_name(r["config"])].setdefault(r["impl"], r)  # a config repeated by --sq-sweep: first run
     peers = [p for p in ("flashmla", "fa3_mla", "flashinfer_mla") if any(p in v for v in rows.values())]
     head = ["config", "ours µs", "ours TFLOPS", "ours GB/s"]
     for p in peers:
