@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from vllm_server import free_port, served, wait_healthy  # noqa: E402
+from openai_server import free_port, served, wait_healthy  # noqa: E402
 
 BACKENDS = ["mla_backend", "flashmla"]
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from vllm_server import check_openai_answers, free_port, served, wait_healthy
+from openai_server import check_openai_answers, free_port, served, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mla_backend.testing import cal_diff, make_decode_inputs, sm90_skip_reason
-from vllm_server import check_openai_answers, free_port, served, wait_healthy
+from openai_server import check_openai_answers, free_port, served, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 

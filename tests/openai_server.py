@@ -1,4 +1,4 @@
-"""Starts an OpenAI-compatible vLLM server for a test and asks it a completion and a chat."""
+"""Starts an OpenAI-compatible server (vLLM or SGLang) for a test and asks it a completion and a chat."""
 import contextlib
 import json
 import socket
