@@ -15,9 +15,14 @@ OUT_COS, OUT_REL = 1e-5, 1e-2   # bf16/fp16 P and V against float32
 LSE_COS, LSE_REL = 1e-6, 1e-4
 
 
-def run_and_check(seqlens, s_q, h_q, causal, dtype=torch.bfloat16, seed=0):
+def run_and_check(seqlens, s_q, h_q, causal, dtype=torch.bfloat16, seed=0, page_key_scale=None):
+    """page_key_scale(j): a factor for the keys of every request's j-th page (default 1)."""
     inp = make_decode_inputs(seqlens, s_q, h_q, dtype=dtype, device="cuda", seed=seed,
                              unused_entry=2**30, poison_tails=True)
+    if page_key_scale is not None:
+        for b, seqlen in enumerate(seqlens):
+            for j in range(-(-seqlen // 64)):
+                inp.k_cache[inp.block_table[b, j]] *= page_key_scale(j)
     tsm, splits = mla_backend.get_mla_metadata(inp.cache_seqlens, s_q * h_q, 1)
     poison_allocator(4 * len(seqlens) * s_q * h_q * 1024 * 8, "cuda")
     out, lse = mla_backend.flash_mla_with_kvcache(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,
@@ -68,6 +73,17 @@ def test_batch_1024():
 def test_skewed_batch_is_split():
     _, splits = run_and_check([4641, 45118, 1730, 1696], 4, 16, causal=True, seed=12)
     assert int(splits[2] - splits[1]) > 1
+
+
+def test_row_max_growing_across_pages():
+    # Scores whose row max climbs page after page, by steps above and below the kernel's lazy
+    # rescale threshold (8 in log2 units): O is rescaled at some pages and keeps a stale max
+    # (P up to 2^8) at others.
+    def growth(j):
+        return 1.0 + 2.5 * (j // 2) + 0.4 * (j % 2)
+
+    run_and_check([1500, 640, 64, 2000], 1, 16, causal=False, seed=15, page_key_scale=growth)
+    run_and_check([1500, 700], 2, 128, causal=True, seed=16, page_key_scale=growth)
 
 
 def test_all_empty():
