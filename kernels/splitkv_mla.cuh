@@ -59,11 +59,9 @@ __device__ __forceinline__ uint32_t pack2<cutlass::half_t>(float a, float b) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
-// Issues C (+)= A·B as one wgmma group and commits it; the caller waits with
-// warpgroup_wait<N>() and then fences C.
 template <class TiledMma, class FragA, class FragB, class FragC>
-__device__ __forceinline__ void warpgroup_gemm_issue(TiledMma& mma, FragA const& a, FragB const& b, FragC& c,
-                                                     bool zero_init) {
+__device__ __forceinline__ void warpgroup_gemm(TiledMma& mma, FragA const& a, FragB const& b, FragC& c,
+                                               bool zero_init) {
   warpgroup_fence_operand(c);
   warpgroup_arrive();
   mma.accumulate_ = zero_init ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
@@ -73,6 +71,8 @@ __device__ __forceinline__ void warpgroup_gemm_issue(TiledMma& mma, FragA const&
     mma.accumulate_ = GMMA::ScaleOut::One;
   }
   warpgroup_commit_batch();
+  warpgroup_wait<0>();
+  warpgroup_fence_operand(c);
 }
 
 template <typename Traits>
@@ -172,16 +172,15 @@ __device__ void consume(typename Traits::SharedStorage& smem, const DecodeParams
     float row_sum[2] = {0.f, 0.f};
     const int min_key_limit = min(key_limit[0], key_limit[1]);
 
-    Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kN>>{});
-    auto issue_qk = [&](Element* kv) {
+    for (int blk = range.begin; blk < range.end; ++blk) {
+      ClusterTransactionBarrier::wait(&smem.kv_full[stage], phase);
+      Element* kv = smem.kv[stage];
+
       Tensor sK = make_tensor(make_smem_ptr(kv), typename Traits::SmemLayoutKV{});
-      Tensor tSrK = thr_qk.partition_fragment_B(
-          local_tile(sK, Shape<Int<kN>, Int<kHeadDimQK>>{}, make_coord(Int<kWG>{}, _0{})));
-      warpgroup_gemm_issue(mma_qk, tSrQ, tSrK, tSrS, /*zero_init=*/true);
-    };
-    // Page blk's S → masked, P (bf16/fp16) in shared memory for both warpgroups, O and
-    // row sums rescaled where the max moved. No wgmma is in flight here.
-    auto softmax_to_p = [&](int blk, Element* kv) {
+      Tensor tSrK = thr_qk.partition_fragment_B(local_tile(sK, Shape<Int<kN>, Int<kHeadDimQK>>{}, make_coord(Int<kWG>{}, _0{})));
+      Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kN>>{});
+      warpgroup_gemm(mma_qk, tSrQ, tSrK, tSrS, /*zero_init=*/true);
+
       // Tokens past seqlen hold whatever the page held: zero this warpgroup's V
       // columns there, so that P = 0 cannot meet a NaN. Whole 128-byte rows of the
       // chunks, so the swizzle does not matter.
@@ -249,31 +248,15 @@ __device__ void consume(typename Traits::SharedStorage& smem, const DecodeParams
       }
       cutlass::arch::fence_view_async_shared();
       consumer_sync(ConsumerBarrier::kPReady);
-    };
-    auto issue_pv = [&](Element* kv) {
+
       Tensor sVt = make_tensor(make_smem_ptr(kv), typename Traits::SmemLayoutVt{});
-      Tensor tOrV = thr_pv.partition_fragment_B(
-          local_tile(sVt, Shape<Int<kDv>, Int<kBlockN>>{}, make_coord(Int<kWG>{}, _0{})));
-      warpgroup_gemm_issue(mma_pv, tOrP, tOrV, tOrO, /*zero_init=*/false);
-    };
-    auto next_stage = [&] {
+      Tensor tOrV = thr_pv.partition_fragment_B(local_tile(sVt, Shape<Int<kDv>, Int<kBlockN>>{}, make_coord(Int<kWG>{}, _0{})));
+      warpgroup_gemm(mma_pv, tOrP, tOrV, tOrO, /*zero_init=*/false);
+      if (tid == 0) ClusterBarrier::arrive(&smem.kv_empty[stage]);
       if (++stage == kStages) {
         stage = 0;
         phase ^= 1;
       }
-    };
-
-    for (int blk = range.begin; blk < range.end; ++blk) {
-      ClusterTransactionBarrier::wait(&smem.kv_full[stage], phase);
-      issue_qk(smem.kv[stage]);
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(tSrS);
-      softmax_to_p(blk, smem.kv[stage]);
-      issue_pv(smem.kv[stage]);
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(tOrO);
-      if (tid == 0) ClusterBarrier::arrive(&smem.kv_empty[stage]);
-      next_stage();
     }
 
     // Epilogue: the row sum is split across the quad and across the two warpgroups.
