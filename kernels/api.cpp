@@ -132,12 +132,14 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache(const at::Tensor& q, const at::Te
   const CUtensorMap tmap = make_kv_tensor_map(k_cache);
   const int num_m_blocks = ceil_div(q_rows, kBlockM);
   auto stream = c10::cuda::getCurrentCUDAStream();
+  int num_sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, q.get_device()));
   if (q.scalar_type() == at::kBFloat16) {
     run_splitkv_mla<cutlass::bfloat16_t>(p, tmap, num_m_blocks, num_parts, stream);
-    run_combine<__nv_bfloat16>(p, stream);
+    run_combine<__nv_bfloat16>(p, num_sms, stream);
   } else {
     run_splitkv_mla<cutlass::half_t>(p, tmap, num_m_blocks, num_parts, stream);
-    run_combine<__half>(p, stream);
+    run_combine<__half>(p, num_sms, stream);
   }
   return {out, lse};
 }

@@ -102,25 +102,29 @@ __device__ void produce_kv(typename Traits::SharedStorage& smem, const CUtensorM
   }
 }
 
-// Q rows [m_block * 64, +64) of request `req` into the swizzled Q tile; rows past
-// q_rows are zero.
+// Q rows [m_block * 64, +64) of request `req` into the swizzled Q tile, rows past q_rows
+// zero-filled. All of a thread's copies are in flight at once (cp.async), then waited for.
 template <typename Traits>
 __device__ void load_q(typename Traits::SharedStorage& smem, const DecodeParams& p, int req, int m_block,
                        int consumer_tid) {
   using Element = typename Traits::Element;
   constexpr int kUnitsPerRow = kHeadDimQK * sizeof(Element) / 16;
   const Element* q = static_cast<const Element*>(p.q) + req * p.q_batch_stride;
-  char* sq = reinterpret_cast<char*>(smem.q);
-  for (int idx = consumer_tid; idx < kBlockM * kUnitsPerRow; idx += 128 * kNumConsumerWarpgroups) {
+  const uint32_t sq = static_cast<uint32_t>(__cvta_generic_to_shared(smem.q));
+  constexpr int kConsumerThreads = 128 * kNumConsumerWarpgroups;
+  static_assert(kBlockM * kUnitsPerRow % kConsumerThreads == 0, "Q tile splits evenly over the consumers");
+  CUTE_UNROLL
+  for (int i = 0; i < kBlockM * kUnitsPerRow / kConsumerThreads; ++i) {
+    const int idx = consumer_tid + i * kConsumerThreads;
     const int row = idx / kUnitsPerRow, col = (idx % kUnitsPerRow) * 8;
     const int q_row = m_block * kBlockM + row;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (q_row < p.q_rows) {
-      const int s = q_row / p.num_heads_q, h = q_row % p.num_heads_q;
-      v = *reinterpret_cast<const uint4*>(q + s * p.q_seq_stride + h * p.q_head_stride + col);
-    }
-    *reinterpret_cast<uint4*>(sq + swizzled_offset(row, col, sizeof(Element))) = v;
+    const bool valid = q_row < p.q_rows;
+    const int s = valid ? q_row / p.num_heads_q : 0, h = valid ? q_row % p.num_heads_q : 0;
+    const Element* src = q + s * p.q_seq_stride + h * p.q_head_stride + col;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sq + swizzled_offset(row, col, sizeof(Element))),
+                 "l"(src), "r"(valid ? 16 : 0));
   }
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
 }
 
 template <typename Traits, int kWG>
@@ -308,6 +312,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ char smem_raw[];
   auto& smem = *reinterpret_cast<typename Traits::SharedStorage*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  // The combine kernel may launch now: it waits for this grid to finish before reading,
+  // so only its launch and prologue overlap this kernel's tail.
+  cudaTriggerProgrammaticLaunchCompletion();
   const PartMetadata m = p.metadata[blockIdx.y];
   if (m.begin_req >= p.batch) return;  // an empty part
 
