@@ -8,14 +8,18 @@ constexpr int kHeadDimQK = 576;
 constexpr int kHeadDimV = 512;
 constexpr int kPageSize = 64;
 
-// Tiles: 64 query rows (s_q * h_q flattened) against one 64-token page per step.
+// Tiles: 64 query rows (s_q * h_q flattened) against one 64-token page per step. Pages
+// go in pairs: page a of a pair in stage 0, page b in stage 1.
 constexpr int kBlockM = 64;
 constexpr int kBlockN = kPageSize;
 constexpr int kStages = 2;
+// A page in shared memory is nine 64-column chunks (one TMA box each); chunk 8 is the rope.
+constexpr int kChunks = kHeadDimQK / 64;
+constexpr int kRopeChunk = kChunks - 1;
 
-// Warp roles: one producer warpgroup (TMA), two consumer warpgroups (wgmma + softmax).
-constexpr int kNumConsumerWarpgroups = 2;
-constexpr int kThreads = 128 * (1 + kNumConsumerWarpgroups);
+// Two warpgroups, each owning one page of a pair for QK/softmax and one half of O's columns.
+constexpr int kNumWarpgroups = 2;
+constexpr int kThreads = 128 * kNumWarpgroups;
 
 // Scheduler: a request costs its pages plus this many pages' worth of fixed work
 // (loading Q, writing O and the partial-result traffic of a split).

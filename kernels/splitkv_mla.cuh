@@ -1,31 +1,34 @@
-// Split-KV MLA decode: one CTA per (64-row M tile, scheduler part).
+// Split-KV MLA decode: one CTA per (64-row M tile, scheduler part), two warpgroups.
 //
-// Warpgroup 0 is the producer: one thread streams the part's KV pages into a
-// two-stage shared-memory ring with TMA. Warpgroups 1 and 2 are consumers: for
-// every page each computes S for half of the page's 64 tokens, they agree on the
-// row max through shared memory, each writes its half of P, and each accumulates
-// O for its half of the 512 output columns over all 64 tokens. See DESIGN.md.
+// Pages go in pairs (a, b), a in stage 0 and b in stage 1. Warpgroup 0 computes S and P of
+// page a, warpgroup 1 of page b; warpgroup 0 accumulates O's columns 0-255 over both pages,
+// warpgroup 1 columns 256-511. Each hands the other its new row max and its P one way
+// (named barriers; P through the page's rope chunk), so that one warpgroup's softmax runs
+// under the other's GEMMs. Each warpgroup refills by TMA the chunks of a stage whose last
+// reader it is; there is no producer warpgroup. See DESIGN.md.
 #pragma once
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cutlass/arch/barrier.h>
-#include <cutlass/arch/reg_reconfig.h>
 
 #include "params.h"
 #include "traits.h"
 
 namespace mla {
 
-using cutlass::arch::ClusterBarrier;
 using cutlass::arch::ClusterTransactionBarrier;
 
-// Hardware barrier ids among the 256 consumer threads (0 is __syncthreads).
-enum class ConsumerBarrier : int { kQReady = 1, kRowMax = 2, kPReady = 3, kRowSum = 4 };
+// Hardware barrier ids (0 is __syncthreads). kScaleA..kPB are one-way: one warpgroup
+// arrives, the other waits; kTailZeroed0/1 are local to a warpgroup.
+enum class Barrier : int { kQReady = 1, kScaleA, kScaleB, kPA, kPB, kRowSum, kTailZeroed0, kTailZeroed1 };
 
-__device__ __forceinline__ void consumer_sync(ConsumerBarrier id) {
-  asm volatile("bar.sync %0, %1;" ::"r"(static_cast<int>(id)), "r"(128 * kNumConsumerWarpgroups));
+__device__ __forceinline__ void named_sync(Barrier id, int threads = kThreads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(static_cast<int>(id)), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_arrive(Barrier id, int threads = kThreads) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(static_cast<int>(id)), "r"(threads) : "memory");
 }
 
 // Byte offset of element (row, col) in a K-major tile of 64-column chunks with the
@@ -46,6 +49,25 @@ __device__ __forceinline__ PageRange part_pages(const PartMetadata& m, int req, 
           req == m.end_req ? m.end_block : (seqlen + kBlockN - 1) / kBlockN};
 }
 
+// The pair (blk, blk + 1) of request req; page blk + 1 exists iff blk + 1 < end.
+struct PairCursor {
+  int req, blk, end;
+  __device__ bool valid(const PartMetadata& m) const { return req <= m.end_req; }
+};
+
+// The first pair of the first request from `req` on that has pages in this part.
+__device__ __forceinline__ PairCursor first_pair_from(const PartMetadata& m, const DecodeParams& p, int req) {
+  for (; req <= m.end_req; ++req) {
+    const PageRange r = part_pages(m, req, p.seqlens_k[req]);
+    if (r.begin < r.end) return {req, r.begin, r.end};
+  }
+  return {req, 0, 0};
+}
+
+__device__ __forceinline__ PairCursor next_pair(const PartMetadata& m, const DecodeParams& p, PairCursor c) {
+  return c.blk + 2 < c.end ? PairCursor{c.req, c.blk + 2, c.end} : first_pair_from(m, p, c.req + 1);
+}
+
 template <typename Element>
 __device__ __forceinline__ uint32_t pack2(float a, float b);
 template <>
@@ -59,9 +81,10 @@ __device__ __forceinline__ uint32_t pack2<cutlass::half_t>(float a, float b) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
+// Issues one warpgroup GEMM (c += a @ b over all k blocks) as one wgmma batch; the
+// caller waits with warpgroup_wait<N>() and then fences c.
 template <class TiledMma, class FragA, class FragB, class FragC>
-__device__ __forceinline__ void warpgroup_gemm(TiledMma& mma, FragA const& a, FragB const& b, FragC& c,
-                                               bool zero_init) {
+__device__ __forceinline__ void gemm_issue(TiledMma& mma, FragA const& a, FragB const& b, FragC& c, bool zero_init) {
   warpgroup_fence_operand(c);
   warpgroup_arrive();
   mma.accumulate_ = zero_init ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
@@ -71,51 +94,44 @@ __device__ __forceinline__ void warpgroup_gemm(TiledMma& mma, FragA const& a, Fr
     mma.accumulate_ = GMMA::ScaleOut::One;
   }
   warpgroup_commit_batch();
-  warpgroup_wait<0>();
-  warpgroup_fence_operand(c);
 }
 
-template <typename Traits>
-__device__ void produce_kv(typename Traits::SharedStorage& smem, const CUtensorMap* tmap_kv,
-                           const DecodeParams& p, const PartMetadata& m) {
+// Refills this warpgroup's chunks of stage kStage with its page of pair `c`: V columns of
+// its own O half (chunks 4·kWG … 4·kWG+3) and, for the stage whose P it reads from shared
+// memory, the rope chunk. A page past the request's range (the missing b of an odd count)
+// or past the table reads as zeros: TMA fills out-of-bounds boxes.
+template <typename Traits, int kWG, int kStage>
+__device__ __forceinline__ void refill_stage(typename Traits::SharedStorage& smem, const CUtensorMap* tmap_kv,
+                                             const DecodeParams& p, const PairCursor& c) {
   constexpr uint64_t kCacheHint = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL);
-  int stage = 0;
-  uint32_t phase = 0;
-  for (int req = m.begin_req; req <= m.end_req; ++req) {
-    const int* pages = p.block_table + req * p.block_table_stride;
-    const PageRange range = part_pages(m, req, p.seqlens_k[req]);
-    for (int blk = range.begin; blk < range.end; ++blk) {
-      ClusterBarrier::wait(&smem.kv_empty[stage], phase ^ 1);
-      // A page past the table reads as zeros (TMA fills out-of-bounds boxes).
-      const int page = blk < p.max_blocks_per_seq ? pages[blk] : -1;
-      ClusterTransactionBarrier::arrive_and_expect_tx(&smem.kv_full[stage], Traits::kKVPageBytes);
-      CUTE_UNROLL
-      for (int chunk = 0; chunk < kHeadDimQK / 64; ++chunk) {
-        SM90_TMA_LOAD_3D::copy(tmap_kv, &smem.kv_full[stage], kCacheHint,
-                               smem.kv[stage] + chunk * kBlockN * 64, chunk * 64, 0, page);
-      }
-      if (++stage == kStages) {
-        stage = 0;
-        phase ^= 1;
-      }
-    }
+  constexpr int kVChunks = kHeadDimV / 64 / kNumWarpgroups;
+  constexpr bool kRope = kWG != kStage;
+  const int blk = c.blk + kStage;
+  const int page = blk < c.end && blk < p.max_blocks_per_seq ? p.block_table[c.req * p.block_table_stride + blk] : -1;
+  ClusterTransactionBarrier::arrive_and_expect_tx(&smem.kv_full[kStage], (kVChunks + kRope) * Traits::kChunkBytes);
+  CUTE_UNROLL
+  for (int chunk = kWG * kVChunks; chunk < (kWG + 1) * kVChunks; ++chunk) {
+    SM90_TMA_LOAD_3D::copy(tmap_kv, &smem.kv_full[kStage], kCacheHint, smem.kv[kStage] + chunk * kBlockN * 64,
+                           chunk * 64, 0, page);
+  }
+  if constexpr (kRope) {
+    SM90_TMA_LOAD_3D::copy(tmap_kv, &smem.kv_full[kStage], kCacheHint,
+                           smem.kv[kStage] + kRopeChunk * kBlockN * 64, kRopeChunk * 64, 0, page);
   }
 }
 
 // Q rows [m_block * 64, +64) of request `req` into the swizzled Q tile, rows past q_rows
 // zero-filled. All of a thread's copies are in flight at once (cp.async), then waited for.
 template <typename Traits>
-__device__ void load_q(typename Traits::SharedStorage& smem, const DecodeParams& p, int req, int m_block,
-                       int consumer_tid) {
+__device__ void load_q(typename Traits::SharedStorage& smem, const DecodeParams& p, int req, int m_block) {
   using Element = typename Traits::Element;
   constexpr int kUnitsPerRow = kHeadDimQK * sizeof(Element) / 16;
+  static_assert(kBlockM * kUnitsPerRow % kThreads == 0, "Q tile splits evenly over the threads");
   const Element* q = static_cast<const Element*>(p.q) + req * p.q_batch_stride;
   const uint32_t sq = static_cast<uint32_t>(__cvta_generic_to_shared(smem.q));
-  constexpr int kConsumerThreads = 128 * kNumConsumerWarpgroups;
-  static_assert(kBlockM * kUnitsPerRow % kConsumerThreads == 0, "Q tile splits evenly over the consumers");
   CUTE_UNROLL
-  for (int i = 0; i < kBlockM * kUnitsPerRow / kConsumerThreads; ++i) {
-    const int idx = consumer_tid + i * kConsumerThreads;
+  for (int i = 0; i < kBlockM * kUnitsPerRow / kThreads; ++i) {
+    const int idx = threadIdx.x + i * kThreads;
     const int row = idx / kUnitsPerRow, col = (idx % kUnitsPerRow) * 8;
     const int q_row = m_block * kBlockM + row;
     const bool valid = q_row < p.q_rows;
@@ -127,140 +143,260 @@ __device__ void load_q(typename Traits::SharedStorage& smem, const DecodeParams&
   asm volatile("cp.async.wait_all;\n" ::: "memory");
 }
 
+// Per-thread view of the wgmma accumulator layout: this thread's rows are row0 and
+// row0 + 8; its columns start at col0 in every 8-column group. Element e of a 64-column
+// accumulator is row row0 + 8·((e/2)%2), column (e/4)·8 + col0 + e%2.
+struct ThreadRows {
+  int tid, lane, row0, col0;
+  __device__ ThreadRows() : tid(threadIdx.x % 128), lane(threadIdx.x % 32) {
+    row0 = (tid / 32) * 16 + lane / 4;
+    col0 = (lane % 4) * 2;
+  }
+};
+
+// Tokens past seqlen hold whatever the page held: zero this warpgroup's V columns there,
+// so that P = 0 cannot meet a NaN. Whole 128-byte rows of the chunks, so the swizzle does
+// not matter. The caller fences and syncs the warpgroup before the GEMM that reads them.
+template <int kWG>
+__device__ __forceinline__ void zero_v_tail(char* kv, int valid, int tid) {
+  constexpr int kVChunks = kHeadDimV / 64 / kNumWarpgroups;
+  char* base = kv + kWG * kVChunks * (kBlockN * 128);
+  for (int idx = tid; idx < (kBlockN - valid) * kVChunks * 8; idx += 128) {
+    const int row = valid + idx / (kVChunks * 8), chunk = (idx / 8) % kVChunks, unit = idx % 8;
+    *reinterpret_cast<uint4*>(base + chunk * (kBlockN * 128) + row * 128 + unit * 16) = make_uint4(0, 0, 0, 0);
+  }
+}
+
+// Masks S of page `blk` (keys at or past a row's limit) where the page reaches past some
+// row's limit, and returns this thread's two row maxima in log2 units.
+template <class FragS>
+__device__ __forceinline__ void mask_and_row_max(FragS& s, int blk, const int (&key_limit)[2], int min_key_limit,
+                                                 float scale_log2, const ThreadRows& t, float (&page_max)[2]) {
+  const bool needs_mask = (blk + 1) * kBlockN > min_key_limit;
+  page_max[0] = page_max[1] = -INFINITY;
+  CUTE_UNROLL
+  for (int e = 0; e < size(s); ++e) {
+    const int j = (e / 2) % 2;
+    const int key = blk * kBlockN + (e / 4) * 8 + t.col0 + e % 2;
+    if (needs_mask && key >= key_limit[j]) s(e) = -INFINITY;
+    page_max[j] = fmaxf(page_max[j], s(e));
+  }
+  CUTE_UNROLL
+  for (int j = 0; j < 2; ++j) {
+    page_max[j] = fmaxf(page_max[j], __shfl_xor_sync(0xffffffff, page_max[j], 1));
+    page_max[j] = fmaxf(page_max[j], __shfl_xor_sync(0xffffffff, page_max[j], 2));
+    page_max[j] *= scale_log2;
+  }
+}
+
+// The max that P is scaled by only moves when a row's max grows by more than
+// kLazyRescale (log2 units): until then P stays ≤ 2^kLazyRescale and the final division
+// is exact either way. Returns the factor old-scale → new-scale (1 when unchanged).
+constexpr float kLazyRescale = 8.f;
+__device__ __forceinline__ float lazy_max(float old_max, float page_max, float& new_max) {
+  if (page_max > old_max + kLazyRescale) {
+    new_max = page_max;
+    return exp2f(old_max - page_max);
+  }
+  new_max = old_max;
+  return 1.f;
+}
+
+// S → P = 2^(S·scale − max) in place; returns this thread's partial row sums.
+template <class FragS>
+__device__ __forceinline__ void exponentiate(FragS& s, const float (&max)[2], float scale_log2, float (&sum)[2]) {
+  sum[0] = sum[1] = 0.f;
+  CUTE_UNROLL
+  for (int e = 0; e < size(s); ++e) {
+    const int j = (e / 2) % 2;
+    // A row with no visible key yet keeps max -inf; subtract 0 then, not -inf.
+    const float sub = max[j] == -INFINITY ? 0.f : max[j];
+    s(e) = exp2f(fmaf(s(e), scale_log2, -sub));
+    sum[j] += s(e);
+  }
+}
+
+// P (times a per-row factor) as bf16/fp16 into a swizzled 64x64 tile at `tile`.
+template <typename Element, class FragS>
+__device__ __forceinline__ void store_p(char* tile, const FragS& s, const float (&factor)[2], const ThreadRows& t) {
+  CUTE_UNROLL
+  for (int e = 0; e < size(s); e += 2) {
+    const int j = (e / 2) % 2;
+    const int row = t.row0 + 8 * j, col = (e / 4) * 8 + t.col0;
+    *reinterpret_cast<uint32_t*>(tile + swizzled_offset(row, col, sizeof(Element))) =
+        pack2<Element>(s(e) * factor[j], s(e + 1) * factor[j]);
+  }
+}
+
+template <class FragO>
+__device__ __forceinline__ void rescale_rows(FragO& o, const float (&factor)[2]) {
+  if (factor[0] != 1.f || factor[1] != 1.f) {
+    CUTE_UNROLL
+    for (int e = 0; e < size(o); ++e) o(e) *= factor[(e / 2) % 2];
+  }
+}
+
 template <typename Traits, int kWG>
-__device__ void consume(typename Traits::SharedStorage& smem, const DecodeParams& p, const PartMetadata& m,
-                        int m_block) {
+__device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap* tmap_kv, const DecodeParams& p,
+                        const PartMetadata& m, int m_block) {
   using Element = typename Traits::Element;
-  constexpr int kN = Traits::kBlockNPerWarpgroup;     // S columns (tokens) of this warpgroup
   constexpr int kDv = Traits::kHeadDimVPerWarpgroup;  // O columns of this warpgroup
-  constexpr float kNegInf = -INFINITY;
-  const int tid = threadIdx.x % 128;
-  const int consumer_tid = threadIdx.x - 128;
-  const int lane = tid % 32;
-  // This thread's accumulator rows are row0 and row0 + 8; its columns start at col0 in
-  // every 8-column group (the wgmma accumulator layout).
-  const int row0 = (tid / 32) * 16 + lane / 4;
-  const int col0 = (lane % 4) * 2;
+  constexpr Barrier kTailZeroed = kWG == 0 ? Barrier::kTailZeroed0 : Barrier::kTailZeroed1;
+  const ThreadRows t;
 
   typename Traits::TiledMmaQK mma_qk;
-  typename Traits::TiledMmaPV mma_pv;
-  auto thr_qk = mma_qk.get_thread_slice(tid);
-  auto thr_pv = mma_pv.get_thread_slice(tid);
+  typename Traits::TiledMmaPVRegs mma_pv_regs;
+  typename Traits::TiledMmaPVSmem mma_pv_smem;
+  auto thr_qk = mma_qk.get_thread_slice(t.tid);
+  auto thr_pv_regs = mma_pv_regs.get_thread_slice(t.tid);
+  auto thr_pv_smem = mma_pv_smem.get_thread_slice(t.tid);
   Tensor tSrQ = thr_qk.partition_fragment_A(make_tensor(make_smem_ptr(smem.q), typename Traits::SmemLayoutQ{}));
-  Tensor tOrP = thr_pv.partition_fragment_A(make_tensor(make_smem_ptr(smem.p), typename Traits::SmemLayoutP{}));
-  char* sp = reinterpret_cast<char*>(smem.p);
 
-  int stage = 0;
+  // Per stage: K (for QK), V^T of this warpgroup's O columns, and the rope chunk as P.
+  auto stage_k = [&](int s) {
+    return thr_qk.partition_fragment_B(make_tensor(make_smem_ptr(smem.kv[s]), typename Traits::SmemLayoutKV{}));
+  };
+  auto stage_vt = [&](int s) {
+    Tensor sVt = make_tensor(make_smem_ptr(smem.kv[s]), typename Traits::SmemLayoutVt{});
+    return local_tile(sVt, Shape<Int<kDv>, Int<kBlockN>>{}, make_coord(Int<kWG>{}, _0{}));
+  };
+  auto stage_p = [&](int s) {
+    return make_tensor(make_smem_ptr(smem.kv[s] + kRopeChunk * kBlockN * 64), typename Traits::SmemLayoutP{});
+  };
+  auto stage_p_bytes = [&](int s) { return reinterpret_cast<char*>(smem.kv[s] + kRopeChunk * kBlockN * 64); };
+  Tensor tOrPOwn = thr_pv_regs.partition_fragment_A(stage_p(0));  // registers: P of this warpgroup's page
+  Tensor tOrPOwnPacked = recast<uint32_t>(tOrPOwn);
+
+  // The next pair to load; only thread 0 of the warpgroup issues loads.
+  PairCursor to_load = first_pair_from(m, p, m.begin_req);
+  if (t.tid == 0 && to_load.valid(m)) {
+    refill_stage<Traits, kWG, 0>(smem, tmap_kv, p, to_load);
+    refill_stage<Traits, kWG, 1>(smem, tmap_kv, p, to_load);
+  }
+  if (t.tid == 0) to_load = next_pair(m, p, to_load);
+
   uint32_t phase = 0;
   for (int req = m.begin_req; req <= m.end_req; ++req) {
     const int seqlen = p.seqlens_k[req];
     const PageRange range = part_pages(m, req, seqlen);
-    load_q<Traits>(smem, p, req, m_block, consumer_tid);
+    load_q<Traits>(smem, p, req, m_block);
     cutlass::arch::fence_view_async_shared();
-    consumer_sync(ConsumerBarrier::kQReady);
+    named_sync(Barrier::kQReady);
 
     // Row r (query token s) sees keys [0, key_limit): the causal window ends at
-    // seqlen - s_q + 1 + s.
+    // seqlen - s_q + 1 + s, and this part's pages end at range.end (the missing page b of
+    // an odd count lies past it, so all its keys are masked).
     int key_limit[2];
     CUTE_UNROLL
     for (int j = 0; j < 2; ++j) {
-      const int q_row = min(m_block * kBlockM + row0 + 8 * j, p.q_rows - 1);
-      key_limit[j] = p.causal ? seqlen - p.seqlen_q + 1 + q_row / p.num_heads_q : seqlen;
+      const int q_row = min(m_block * kBlockM + t.row0 + 8 * j, p.q_rows - 1);
+      const int window = p.causal ? seqlen - p.seqlen_q + 1 + q_row / p.num_heads_q : seqlen;
+      key_limit[j] = min(window, range.end * kBlockN);
     }
-
-    Tensor tOrO = partition_fragment_C(mma_pv, Shape<Int<kBlockM>, Int<kDv>>{});
-    clear(tOrO);
-    // Per row: the max that P is scaled by (log2 units, -inf until a key is seen) and the
-    // sum of P at that scale.
-    float scaled_max[2] = {kNegInf, kNegInf};
-    float row_sum[2] = {0.f, 0.f};
     const int min_key_limit = min(key_limit[0], key_limit[1]);
 
-    for (int blk = range.begin; blk < range.end; ++blk) {
-      ClusterTransactionBarrier::wait(&smem.kv_full[stage], phase);
-      Element* kv = smem.kv[stage];
+    Tensor tOrO = partition_fragment_C(mma_pv_regs, Shape<Int<kBlockM>, Int<kDv>>{});
+    clear(tOrO);
+    // Per row: the max that P is scaled by (log2 units, -inf until a key is seen), the
+    // same in both warpgroups, and the sum of this warpgroup's P at that scale.
+    float row_max[2] = {-INFINITY, -INFINITY};
+    float row_sum[2] = {0.f, 0.f};
 
-      Tensor sK = make_tensor(make_smem_ptr(kv), typename Traits::SmemLayoutKV{});
-      Tensor tSrK = thr_qk.partition_fragment_B(local_tile(sK, Shape<Int<kN>, Int<kHeadDimQK>>{}, make_coord(Int<kWG>{}, _0{})));
-      Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kN>>{});
-      warpgroup_gemm(mma_qk, tSrQ, tSrK, tSrS, /*zero_init=*/true);
+    for (int blk = range.begin; blk < range.end; blk += 2) {
+      const int own_blk = blk + kWG;  // page a for warpgroup 0, page b for warpgroup 1
+      constexpr int kOwnStage = kWG, kOtherStage = 1 - kWG;
 
-      // Tokens past seqlen hold whatever the page held: zero this warpgroup's V
-      // columns there, so that P = 0 cannot meet a NaN. Whole 128-byte rows of the
-      // chunks, so the swizzle does not matter.
-      const int valid = seqlen - blk * kBlockN;
-      if (valid < kBlockN) {
-        constexpr int kChunks = kDv / 64;
-        char* base = reinterpret_cast<char*>(kv) + kWG * kChunks * (kBlockN * 128);
-        for (int idx = tid; idx < (kBlockN - valid) * kChunks * 8; idx += 128) {
-          const int row = valid + idx / (kChunks * 8), chunk = (idx / 8) % kChunks, unit = idx % 8;
-          *reinterpret_cast<uint4*>(base + chunk * (kBlockN * 128) + row * 128 + unit * 16) = make_uint4(0, 0, 0, 0);
-        }
-      }
+      // S of the own page (whole page, K = 576 from shared memory).
+      ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage], phase);
+      Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
+      gemm_issue(mma_qk, tSrQ, stage_k(kOwnStage), tSrS, /*zero_init=*/true);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tSrS);
+      const int own_valid = seqlen - own_blk * kBlockN;
+      const bool own_tail = own_valid > 0 && own_valid < kBlockN;
+      if (own_tail) zero_v_tail<kWG>(reinterpret_cast<char*>(smem.kv[kOwnStage]), own_valid, t.tid);
+      float page_max[2];
+      mask_and_row_max(tSrS, own_blk, key_limit, min_key_limit, p.scale_log2, t, page_max);
 
-      // Mask (only a page that reaches past a row's window), then this warpgroup's row
-      // max over its 32 tokens.
-      const bool needs_mask = (blk + 1) * kBlockN > min_key_limit;
-      float local_max[2] = {kNegInf, kNegInf};
-      CUTE_UNROLL
-      for (int e = 0; e < size(tSrS); ++e) {
-        const int j = (e / 2) % 2;
-        const int key = blk * kBlockN + kWG * kN + (e / 4) * 8 + col0 + e % 2;
-        if (needs_mask && key >= key_limit[j]) tSrS(e) = kNegInf;
-        local_max[j] = fmaxf(local_max[j], tSrS(e));
-      }
+      // The row max moves a → b: warpgroup 0 folds in page a, warpgroup 1 then page b.
+      float pair_max[2], own_factor[2], sum[2];
+      if constexpr (kWG == 1) named_sync(Barrier::kScaleA);
       CUTE_UNROLL
       for (int j = 0; j < 2; ++j) {
-        local_max[j] = fmaxf(local_max[j], __shfl_xor_sync(0xffffffff, local_max[j], 1));
-        local_max[j] = fmaxf(local_max[j], __shfl_xor_sync(0xffffffff, local_max[j], 2));
-        if (lane % 4 == 0) smem.row_max[kWG][row0 + 8 * j] = local_max[j];
+        const float before = kWG == 0 ? row_max[j] : smem.pair_max[0][t.row0 + 8 * j];
+        own_factor[j] = lazy_max(before, page_max[j], pair_max[j]);
+        if (kWG == 1) own_factor[j] = row_max[j] == pair_max[j] ? 1.f : exp2f(row_max[j] - pair_max[j]);
+        if (t.lane % 4 == 0) smem.pair_max[kWG][t.row0 + 8 * j] = pair_max[j];
       }
-      consumer_sync(ConsumerBarrier::kRowMax);
+      named_arrive(kWG == 0 ? Barrier::kScaleA : Barrier::kScaleB);
+      exponentiate(tSrS, pair_max, p.scale_log2, sum);
+      CUTE_UNROLL
+      for (int j = 0; j < 2; ++j) row_sum[j] = row_sum[j] * own_factor[j] + sum[j];
+      rescale_rows(tOrO, own_factor);
+      // P as the A operand: the accumulator and A-fragment orders coincide, two per register.
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrPOwnPacked); ++i) tOrPOwnPacked(i) = pack2<Element>(tSrS(2 * i), tSrS(2 * i + 1));
+      warpgroup_fence_operand(tOrPOwnPacked);
 
-      // Both warpgroups hold the same scaled_max state and read the same page maxima, so
-      // they make the same choice. A max that grew by at most kLazyRescale keeps the old
-      // scale: P stays ≤ 2^kLazyRescale and the final division is exact either way.
-      constexpr float kLazyRescale = 8.f;
-      float rescale[2] = {1.f, 1.f};
-      bool any_rescale = false;
-      CUTE_UNROLL
-      for (int j = 0; j < 2; ++j) {
-        const int r = row0 + 8 * j;
-        const float page_max = fmaxf(smem.row_max[0][r], smem.row_max[1][r]) * p.scale_log2;
-        if (page_max > scaled_max[j] + kLazyRescale) {
-          rescale[j] = exp2f(scaled_max[j] - page_max);
-          scaled_max[j] = page_max;
-          row_sum[j] *= rescale[j];
-          any_rescale = true;
-        }
+      if constexpr (kWG == 1) {
+        // P_b is already at the pair's final scale: hand it over as is.
+        const float one[2] = {1.f, 1.f};
+        store_p<Element>(stage_p_bytes(kOwnStage), tSrS, one, t);
+        cutlass::arch::fence_view_async_shared();
+        named_arrive(Barrier::kPB);
       }
-      CUTE_UNROLL
-      for (int e = 0; e < size(tSrS); e += 2) {
-        const int j = (e / 2) % 2;
-        // A row with no visible key yet keeps max -inf; subtract 0 then, not -inf.
-        const float sub = scaled_max[j] == kNegInf ? 0.f : scaled_max[j];
-        const float p0 = exp2f(fmaf(tSrS(e), p.scale_log2, -sub));
-        const float p1 = exp2f(fmaf(tSrS(e + 1), p.scale_log2, -sub));
-        row_sum[j] += p0 + p1;
-        const int col = kWG * kN + (e / 4) * 8 + col0;
-        *reinterpret_cast<uint32_t*>(sp + swizzled_offset(row0 + 8 * j, col, sizeof(Element))) =
-            pack2<Element>(p0, p1);
+      if (own_tail) {
+        if constexpr (kWG == 0) cutlass::arch::fence_view_async_shared();
+        named_sync(kTailZeroed, 128);
       }
-      if (any_rescale) {
+      gemm_issue(mma_pv_regs, tOrPOwn, thr_pv_regs.partition_fragment_B(stage_vt(kOwnStage)), tOrO, false);
+
+      if constexpr (kWG == 0) {
+        // Hand P_a over at page b's scale, then move O to it.
+        named_sync(Barrier::kScaleB);
+        float to_b[2];
         CUTE_UNROLL
-        for (int e = 0; e < size(tOrO); ++e) tOrO(e) *= rescale[(e / 2) % 2];
+        for (int j = 0; j < 2; ++j) {
+          const float max_b = smem.pair_max[1][t.row0 + 8 * j];
+          to_b[j] = max_b == pair_max[j] ? 1.f : exp2f(pair_max[j] - max_b);
+          pair_max[j] = max_b;
+        }
+        store_p<Element>(stage_p_bytes(kOwnStage), tSrS, to_b, t);
+        cutlass::arch::fence_view_async_shared();
+        named_arrive(Barrier::kPA);
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tOrO);
+        if (t.tid == 0 && to_load.valid(m)) refill_stage<Traits, 0, 0>(smem, tmap_kv, p, to_load);
+        rescale_rows(tOrO, to_b);
+        CUTE_UNROLL
+        for (int j = 0; j < 2; ++j) row_sum[j] *= to_b[j];
       }
-      cutlass::arch::fence_view_async_shared();
-      consumer_sync(ConsumerBarrier::kPReady);
 
-      Tensor sVt = make_tensor(make_smem_ptr(kv), typename Traits::SmemLayoutVt{});
-      Tensor tOrV = thr_pv.partition_fragment_B(local_tile(sVt, Shape<Int<kDv>, Int<kBlockN>>{}, make_coord(Int<kWG>{}, _0{})));
-      warpgroup_gemm(mma_pv, tOrP, tOrV, tOrO, /*zero_init=*/false);
-      if (tid == 0) ClusterBarrier::arrive(&smem.kv_empty[stage]);
-      if (++stage == kStages) {
-        stage = 0;
-        phase ^= 1;
+      // O += P · V of the other warpgroup's page, P from its rope chunk.
+      const int other_blk = blk + 1 - kWG;
+      const int other_valid = seqlen - other_blk * kBlockN;
+      ClusterTransactionBarrier::wait(&smem.kv_full[kOtherStage], phase);
+      named_sync(kWG == 0 ? Barrier::kPB : Barrier::kPA);
+      if (other_valid > 0 && other_valid < kBlockN) {
+        zero_v_tail<kWG>(reinterpret_cast<char*>(smem.kv[kOtherStage]), other_valid, t.tid);
+        cutlass::arch::fence_view_async_shared();
+        named_sync(kTailZeroed, 128);
       }
+      gemm_issue(mma_pv_smem, thr_pv_smem.partition_fragment_A(stage_p(kOtherStage)),
+                 thr_pv_smem.partition_fragment_B(stage_vt(kOtherStage)), tOrO, false);
+      if constexpr (kWG == 1) {
+        warpgroup_wait<1>();  // own page's P·V done: stage 1 is free for this warpgroup
+        if (t.tid == 0 && to_load.valid(m)) refill_stage<Traits, 1, 1>(smem, tmap_kv, p, to_load);
+      }
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tOrO);
+      if (t.tid == 0 && to_load.valid(m)) {
+        refill_stage<Traits, kWG, kOtherStage>(smem, tmap_kv, p, to_load);
+        to_load = next_pair(m, p, to_load);
+      }
+      CUTE_UNROLL
+      for (int j = 0; j < 2; ++j) row_max[j] = pair_max[j];
+      phase ^= 1;
     }
 
     // Epilogue: the row sum is split across the quad and across the two warpgroups.
@@ -268,36 +404,36 @@ __device__ void consume(typename Traits::SharedStorage& smem, const DecodeParams
     for (int j = 0; j < 2; ++j) {
       row_sum[j] += __shfl_xor_sync(0xffffffff, row_sum[j], 1);
       row_sum[j] += __shfl_xor_sync(0xffffffff, row_sum[j], 2);
-      if (lane % 4 == 0) smem.row_sum[kWG][row0 + 8 * j] = row_sum[j];
+      if (t.lane % 4 == 0) smem.row_sum[kWG][t.row0 + 8 * j] = row_sum[j];
     }
-    consumer_sync(ConsumerBarrier::kRowSum);
+    named_sync(Barrier::kRowSum);
 
     const int first_split = p.num_splits[req];
     const bool is_split = p.num_splits[req + 1] - first_split > 1;
     const int split_idx = first_split + (req == m.begin_req ? m.begin_split : 0);
     CUTE_UNROLL
     for (int j = 0; j < 2; ++j) {
-      const int r = row0 + 8 * j;
+      const int r = t.row0 + 8 * j;
       const int q_row = m_block * kBlockM + r;
       if (q_row >= p.q_rows) continue;
       const float sum = smem.row_sum[0][r] + smem.row_sum[1][r];
       const float inv_sum = sum > 0.f ? 1.f / sum : 0.f;
       // log2-domain LSE; -inf for a row that saw no key.
-      const float lse2 = sum > 0.f ? scaled_max[j] + __log2f(sum) : kNegInf;
+      const float lse2 = sum > 0.f ? row_max[j] + __log2f(sum) : -INFINITY;
       if (is_split) {
-        float* o = p.out_accum + (int64_t(split_idx) * p.q_rows + q_row) * kHeadDimV + kWG * kDv + col0;
+        float* o = p.out_accum + (int64_t(split_idx) * p.q_rows + q_row) * kHeadDimV + kWG * kDv + t.col0;
         CUTE_UNROLL
         for (int e = 2 * j; e < size(tOrO); e += 4) {
           *reinterpret_cast<float2*>(o + (e / 4) * 8) = make_float2(tOrO(e) * inv_sum, tOrO(e + 1) * inv_sum);
         }
-        if (kWG == 0 && lane % 4 == 0) p.lse_accum[int64_t(split_idx) * p.q_rows + q_row] = lse2;
+        if (kWG == 0 && t.lane % 4 == 0) p.lse_accum[int64_t(split_idx) * p.q_rows + q_row] = lse2;
       } else {
-        Element* o = static_cast<Element*>(p.out) + (int64_t(req) * p.q_rows + q_row) * kHeadDimV + kWG * kDv + col0;
+        Element* o = static_cast<Element*>(p.out) + (int64_t(req) * p.q_rows + q_row) * kHeadDimV + kWG * kDv + t.col0;
         CUTE_UNROLL
         for (int e = 2 * j; e < size(tOrO); e += 4) {
           *reinterpret_cast<uint32_t*>(o + (e / 4) * 8) = pack2<Element>(tOrO(e) * inv_sum, tOrO(e + 1) * inv_sum);
         }
-        if (kWG == 0 && lane % 4 == 0) {
+        if (kWG == 0 && t.lane % 4 == 0) {
           const int s = q_row / p.num_heads_q, h = q_row % p.num_heads_q;
           p.lse[(int64_t(req) * p.num_heads_q + h) * p.seqlen_q + s] = lse2 * float(M_LN2);
         }
@@ -320,26 +456,16 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (threadIdx.x == 0) {
     CUTE_UNROLL
-    for (int s = 0; s < kStages; ++s) {
-      ClusterTransactionBarrier::init(&smem.kv_full[s], 1);
-      ClusterBarrier::init(&smem.kv_empty[s], kNumConsumerWarpgroups);
-    }
+    for (int s = 0; s < kStages; ++s) ClusterTransactionBarrier::init(&smem.kv_full[s], kNumWarpgroups);
     cutlass::arch::fence_barrier_init();
     cute::prefetch_tma_descriptor(&tmap_kv);
   }
   __syncthreads();
 
-  const int warpgroup = threadIdx.x / 128;
-  if (warpgroup == 0) {
-    cutlass::arch::warpgroup_reg_dealloc<40>();
-    if (threadIdx.x == 0) produce_kv<Traits>(smem, &tmap_kv, p, m);
+  if (threadIdx.x < 128) {
+    consume<Traits, 0>(smem, &tmap_kv, p, m, blockIdx.x);
   } else {
-    cutlass::arch::warpgroup_reg_alloc<232>();
-    if (warpgroup == 1) {
-      consume<Traits, 0>(smem, p, m, blockIdx.x);
-    } else {
-      consume<Traits, 1>(smem, p, m, blockIdx.x);
-    }
+    consume<Traits, 1>(smem, &tmap_kv, p, m, blockIdx.x);
   }
 }
 

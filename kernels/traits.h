@@ -25,31 +25,34 @@ struct DecodeTraits {
   // chunks 4096 elements apart, as the TMA boxes left them.
   using SmemLayoutVt = decltype(tile_to_shape(GMMA::Layout_MN_SW128_Atom<Element>{},
                                               Shape<Int<kHeadDimV>, Int<kBlockN>>{}, Step<_2, _1>{}));
-  // P = softmax(S) for both consumers, in bf16/fp16, as the A operand of P @ V.
+  // P = softmax(S) of a page as the A operand of P @ V (64 query rows x 64 tokens). The
+  // warpgroup that does not own the page reads it from that page's rope chunk, which no
+  // GEMM needs once the owner's QK is done.
   using SmemLayoutP = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kBlockM>, Int<kBlockN>>{}));
 
-  // Each consumer warpgroup computes S for its half of the page's tokens ...
-  static constexpr int kBlockNPerWarpgroup = kBlockN / kNumConsumerWarpgroups;
+  // Each warpgroup computes S for a whole page ...
   using TiledMmaQK = decltype(make_tiled_mma(
-      GMMA::ss_op_selector<Element, Element, float, Shape<Int<kBlockM>, Int<kBlockNPerWarpgroup>, _16>,
+      GMMA::ss_op_selector<Element, Element, float, Shape<Int<kBlockM>, Int<kBlockN>, _16>,
                            GMMA::Major::K, GMMA::Major::K>()));
-  // ... and accumulates O for its half of the 512 output columns over all 64 tokens.
-  static constexpr int kHeadDimVPerWarpgroup = kHeadDimV / kNumConsumerWarpgroups;
-  using TiledMmaPV = decltype(make_tiled_mma(
+  // ... and accumulates O for its half of the 512 output columns over both pages of a pair:
+  // P of its own page from registers, P of the other's page from shared memory.
+  static constexpr int kHeadDimVPerWarpgroup = kHeadDimV / kNumWarpgroups;
+  using TiledMmaPVRegs = decltype(make_tiled_mma(
+      GMMA::rs_op_selector<Element, Element, float, Shape<Int<kBlockM>, Int<kHeadDimVPerWarpgroup>, _16>,
+                           GMMA::Major::K, GMMA::Major::MN>()));
+  using TiledMmaPVSmem = decltype(make_tiled_mma(
       GMMA::ss_op_selector<Element, Element, float, Shape<Int<kBlockM>, Int<kHeadDimVPerWarpgroup>, _16>,
                            GMMA::Major::K, GMMA::Major::MN>()));
 
   struct SharedStorage {
     alignas(1024) Element q[cosize_v<SmemLayoutQ>];
     alignas(1024) Element kv[kStages][cosize_v<SmemLayoutKV>];
-    alignas(1024) Element p[cosize_v<SmemLayoutP>];
-    float row_max[kNumConsumerWarpgroups][kBlockM];
-    float row_sum[kNumConsumerWarpgroups][kBlockM];
+    float pair_max[kStages][kBlockM];  // row max after page a (stage 0) and after page b (stage 1)
+    float row_sum[kNumWarpgroups][kBlockM];
     uint64_t kv_full[kStages];
-    uint64_t kv_empty[kStages];
   };
   static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + room to align the base
-  static constexpr int kKVPageBytes = kBlockN * kHeadDimQK * sizeof(Element);
+  static constexpr int kChunkBytes = kBlockN * 64 * sizeof(Element);
 };
 
 }  // namespace mla
