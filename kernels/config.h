@@ -21,9 +21,10 @@ constexpr int kRopeChunk = kChunks - 1;
 constexpr int kNumWarpgroups = 2;
 constexpr int kThreads = 128 * kNumWarpgroups;
 
-// Scheduler: a request costs its pages plus this many pages' worth of fixed work
-// (loading Q, writing O and the partial-result traffic of a split).
-constexpr int kFixedCostBlocks = 5;
+// Scheduler: work is counted in page pairs (the main loop's step; a lone last page costs a
+// pair), and a request costs its pairs plus this many pairs' worth of fixed work (loading
+// Q, writing O and the partial-result traffic of a split).
+constexpr int kFixedCostPairs = 3;
 constexpr int kMetadataFields = 8;
 
 }  // namespace mla

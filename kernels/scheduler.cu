@@ -1,4 +1,4 @@
-// Tile-scheduler metadata: pours the batch's pages, in request order, into
+// Tile-scheduler metadata: pours the batch's pages, in request order and in pairs, into
 // num_parts parts of near-equal cost. One warp, no host synchronisation.
 // The same algorithm, in Python, is mla_backend.reference.schedule_parts.
 #include <c10/cuda/CUDAException.h>
@@ -14,14 +14,15 @@ __global__ void __launch_bounds__(32, 1)
                         PartMetadata* __restrict__ metadata, int* __restrict__ num_splits) {
   const int lane = threadIdx.x;
   auto num_pages = [&](int req) { return (max(seqlens_k[req], 0) + kBlockN - 1) / kBlockN; };
+  auto pairs_from = [&](int req, int blk) { return (num_pages(req) - blk + 1) / 2; };
 
   int total_cost = 0;
-  for (int req = lane; req < batch; req += 32) total_cost += num_pages(req) + kFixedCostBlocks;
+  for (int req = lane; req < batch; req += 32) total_cost += pairs_from(req, 0) + kFixedCostPairs;
   for (int offset = 16; offset > 0; offset /= 2) total_cost += __shfl_xor_sync(0xffffffff, total_cost, offset);
   if (lane != 0) return;
 
-  const int payload = (total_cost + num_parts - 1) / num_parts + kFixedCostBlocks;
-  int req = 0, blk = 0, pieces_done = 0;  // the next page to place, and how many pieces of req precede it
+  const int payload = (total_cost + num_parts - 1) / num_parts + kFixedCostPairs;
+  int req = 0, blk = 0, pieces_done = 0;  // the next page (even) to place, and how many pieces of req precede it
   for (int part = 0; part < num_parts; ++part) {
     PartMetadata m = {req, blk, req, blk, pieces_done, {0, 0, 0}};
     if (req >= batch) {
@@ -30,22 +31,21 @@ __global__ void __launch_bounds__(32, 1)
       const bool last_part = part == num_parts - 1;
       int budget = payload;
       while (req < batch) {
-        const int pages = num_pages(req);
-        const int remaining = pages - blk;
-        if (last_part || budget >= remaining + kFixedCostBlocks) {
-          budget -= remaining + kFixedCostBlocks;
+        const int remaining = pairs_from(req, blk);
+        if (last_part || budget >= remaining + kFixedCostPairs) {
+          budget -= remaining + kFixedCostPairs;
           m.end_req = req;
-          m.end_block = pages;
+          m.end_block = num_pages(req);
           num_splits[req + 1] = pieces_done + 1;
           ++req;
           blk = 0;
           pieces_done = 0;
         } else {
-          const int take = budget - kFixedCostBlocks;
-          if (take > 0) {  // split req: this part ends inside it
+          const int take = budget - kFixedCostPairs;
+          if (take > 0) {  // split req: this part ends inside it, after `take` pairs
             m.end_req = req;
-            m.end_block = blk + take;
-            blk += take;
+            m.end_block = blk + 2 * take;
+            blk += 2 * take;
             ++pieces_done;
           }
           break;

@@ -81,15 +81,16 @@ __device__ __forceinline__ uint32_t pack2<cutlass::half_t>(float a, float b) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
-// Issues one warpgroup GEMM (c += a @ b over all k blocks) as one wgmma batch; the
-// caller waits with warpgroup_wait<N>() and then fences c.
-template <class TiledMma, class FragA, class FragB, class FragC>
+// Issues one warpgroup GEMM (c += a @ b over k blocks [kBegin, kEnd), all by default) as
+// one wgmma batch; the caller waits with warpgroup_wait<N>() and then fences c.
+template <int kBegin = 0, int kEnd = -1, class TiledMma, class FragA, class FragB, class FragC>
 __device__ __forceinline__ void gemm_issue(TiledMma& mma, FragA const& a, FragB const& b, FragC& c, bool zero_init) {
+  constexpr int kLast = kEnd < 0 ? decltype(size<2>(a))::value : kEnd;
   warpgroup_fence_operand(c);
   warpgroup_arrive();
   mma.accumulate_ = zero_init ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
   CUTE_UNROLL
-  for (int k = 0; k < size<2>(a); ++k) {
+  for (int k = kBegin; k < kLast; ++k) {
     cute::gemm(mma, a(_, _, k), b(_, _, k), c);
     mma.accumulate_ = GMMA::ScaleOut::One;
   }
@@ -108,15 +109,15 @@ __device__ __forceinline__ void refill_stage(typename Traits::SharedStorage& sme
   constexpr bool kRope = kWG != kStage;
   const int blk = c.blk + kStage;
   const int page = blk < c.end && blk < p.max_blocks_per_seq ? p.block_table[c.req * p.block_table_stride + blk] : -1;
-  ClusterTransactionBarrier::arrive_and_expect_tx(&smem.kv_full[kStage], (kVChunks + kRope) * Traits::kChunkBytes);
+  uint64_t* full = &smem.kv_full[kStage][kWG];
+  ClusterTransactionBarrier::arrive_and_expect_tx(full, (kVChunks + kRope) * Traits::kChunkBytes);
   CUTE_UNROLL
   for (int chunk = kWG * kVChunks; chunk < (kWG + 1) * kVChunks; ++chunk) {
-    SM90_TMA_LOAD_3D::copy(tmap_kv, &smem.kv_full[kStage], kCacheHint, smem.kv[kStage] + chunk * kBlockN * 64,
-                           chunk * 64, 0, page);
+    SM90_TMA_LOAD_3D::copy(tmap_kv, full, kCacheHint, smem.kv[kStage] + chunk * kBlockN * 64, chunk * 64, 0, page);
   }
   if constexpr (kRope) {
-    SM90_TMA_LOAD_3D::copy(tmap_kv, &smem.kv_full[kStage], kCacheHint,
-                           smem.kv[kStage] + kRopeChunk * kBlockN * 64, kRopeChunk * 64, 0, page);
+    SM90_TMA_LOAD_3D::copy(tmap_kv, full, kCacheHint, smem.kv[kStage] + kRopeChunk * kBlockN * 64, kRopeChunk * 64, 0,
+                           page);
   }
 }
 
@@ -306,10 +307,21 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
       const int own_blk = blk + kWG;  // page a for warpgroup 0, page b for warpgroup 1
       constexpr int kOwnStage = kWG, kOtherStage = 1 - kWG;
 
-      // S of the own page (whole page, K = 576 from shared memory).
-      ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage], phase);
+      // S of the own page (K = 576 from shared memory). First the chunks this warpgroup
+      // refilled itself (its V columns, freed early in the last pair), then the other's.
+      constexpr int kKPerChunk = 64 / 16;
+      constexpr int kOwnChunksBegin = kWG * kKPerChunk * 4, kOwnChunksEnd = kOwnChunksBegin + kKPerChunk * 4;
       Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
-      gemm_issue(mma_qk, tSrQ, stage_k(kOwnStage), tSrS, /*zero_init=*/true);
+      Tensor tSrK = stage_k(kOwnStage);
+      ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage][kWG], phase);
+      gemm_issue<kOwnChunksBegin, kOwnChunksEnd>(mma_qk, tSrQ, tSrK, tSrS, /*zero_init=*/true);
+      ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage][1 - kWG], phase);
+      if constexpr (kWG == 0) {
+        gemm_issue<kOwnChunksEnd, kChunks * kKPerChunk>(mma_qk, tSrQ, tSrK, tSrS, false);
+      } else {
+        gemm_issue<0, kOwnChunksBegin>(mma_qk, tSrQ, tSrK, tSrS, false);
+        gemm_issue<kOwnChunksEnd, kChunks * kKPerChunk>(mma_qk, tSrQ, tSrK, tSrS, false);
+      }
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
       const int own_valid = seqlen - own_blk * kBlockN;
@@ -375,7 +387,7 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
       // O += P · V of the other warpgroup's page, P from its rope chunk.
       const int other_blk = blk + 1 - kWG;
       const int other_valid = seqlen - other_blk * kBlockN;
-      ClusterTransactionBarrier::wait(&smem.kv_full[kOtherStage], phase);
+      ClusterTransactionBarrier::wait(&smem.kv_full[kOtherStage][kWG], phase);
       named_sync(kWG == 0 ? Barrier::kPB : Barrier::kPA);
       if (other_valid > 0 && other_valid < kBlockN) {
         zero_v_tail<kWG>(reinterpret_cast<char*>(smem.kv[kOtherStage]), other_valid, t.tid);
@@ -456,7 +468,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (threadIdx.x == 0) {
     CUTE_UNROLL
-    for (int s = 0; s < kStages; ++s) ClusterTransactionBarrier::init(&smem.kv_full[s], kNumWarpgroups);
+    for (int s = 0; s < kStages; ++s) {
+      CUTE_UNROLL
+      for (int w = 0; w < kNumWarpgroups; ++w) ClusterTransactionBarrier::init(&smem.kv_full[s][w], 1);
+    }
     cutlass::arch::fence_barrier_init();
     cute::prefetch_tma_descriptor(&tmap_kv);
   }

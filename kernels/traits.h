@@ -49,7 +49,7 @@ struct DecodeTraits {
     alignas(1024) Element kv[kStages][cosize_v<SmemLayoutKV>];
     float pair_max[kStages][kBlockM];  // row max after page a (stage 0) and after page b (stage 1)
     float row_sum[kNumWarpgroups][kBlockM];
-    uint64_t kv_full[kStages];
+    uint64_t kv_full[kStages][kNumWarpgroups];  // [stage][w]: the chunks of the stage that warpgroup w refills
   };
   static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + room to align the base
   static constexpr int kChunkBytes = kBlockN * 64 * sizeof(Element);

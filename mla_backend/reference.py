@@ -15,7 +15,7 @@ PAGE_SIZE = 64
 HEAD_DIM_QK = 576
 HEAD_DIM_V = 512
 BLOCK_M = 64
-FIXED_COST_BLOCKS = 5
+FIXED_COST_PAIRS = 3
 METADATA_FIELDS = 8
 DEFAULT_NUM_SMS = 132  # an H100 SXM; used for metadata computed off the GPU
 
@@ -26,12 +26,18 @@ def num_sm_parts(num_sms: int, num_q_tokens_per_head_k: int, num_heads_k: int) -
     return max(num_sms // num_heads_k // num_m_blocks, 1)
 
 
-def schedule_parts(seqlens: Sequence[int], num_parts: int) -> tuple[list[list[int]], list[int]]:
-    """Pours the pages of the requests, in order, into `num_parts` parts.
+def pairs_left(pages: int, blk: int) -> int:
+    """Page pairs from page `blk` (even) to the end of a request of `pages` pages."""
+    return (pages - blk + 1) // 2
 
-    A request costs its pages plus FIXED_COST_BLOCKS. Each part gets a budget of
-    ceil(total / num_parts) + FIXED_COST_BLOCKS; a request that does not fit is
-    split at a page boundary, and the last part takes whatever is left.
+
+def schedule_parts(seqlens: Sequence[int], num_parts: int) -> tuple[list[list[int]], list[int]]:
+    """Pours the pages of the requests, in order and in pairs, into `num_parts` parts.
+
+    Work is counted in page pairs, the main loop's step (a lone last page costs a pair).
+    A request costs its pairs plus FIXED_COST_PAIRS. Each part gets a budget of
+    ceil(total / num_parts) + FIXED_COST_PAIRS; a request that does not fit is split
+    after a whole number of pairs, and the last part takes whatever is left.
 
     Returns (metadata rows of 8 ints, cumulative split counts of len(seqlens) + 1).
     Row: [begin_req, begin_block, end_req (inclusive), end_block (exclusive),
@@ -39,8 +45,8 @@ def schedule_parts(seqlens: Sequence[int], num_parts: int) -> tuple[list[list[in
     """
     batch = len(seqlens)
     pages = [max(int(s), 0) // PAGE_SIZE + (max(int(s), 0) % PAGE_SIZE > 0) for s in seqlens]
-    total_cost = sum(pages) + FIXED_COST_BLOCKS * batch
-    payload = -(-total_cost // num_parts) + FIXED_COST_BLOCKS
+    total_cost = sum(pairs_left(p, 0) for p in pages) + FIXED_COST_PAIRS * batch
+    payload = -(-total_cost // num_parts) + FIXED_COST_PAIRS
     counts = [0] * batch
     rows = []
     req = blk = pieces_done = 0
@@ -51,17 +57,17 @@ def schedule_parts(seqlens: Sequence[int], num_parts: int) -> tuple[list[list[in
         row = [req, blk, req, blk, pieces_done, 0, 0, 0]
         budget = payload
         while req < batch:
-            remaining = pages[req] - blk
-            if part == num_parts - 1 or budget >= remaining + FIXED_COST_BLOCKS:
-                budget -= remaining + FIXED_COST_BLOCKS
+            remaining = pairs_left(pages[req], blk)
+            if part == num_parts - 1 or budget >= remaining + FIXED_COST_PAIRS:
+                budget -= remaining + FIXED_COST_PAIRS
                 row[2], row[3] = req, pages[req]
                 counts[req] = pieces_done + 1
                 req, blk, pieces_done = req + 1, 0, 0
             else:
-                take = budget - FIXED_COST_BLOCKS
+                take = budget - FIXED_COST_PAIRS
                 if take > 0:
-                    row[2], row[3] = req, blk + take
-                    blk += take
+                    row[2], row[3] = req, blk + 2 * take
+                    blk += 2 * take
                     pieces_done += 1
                 break
         rows.append(row)

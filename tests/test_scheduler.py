@@ -24,6 +24,7 @@ def pieces_of(rows, seqlens):
             hi = end_blk if req == end_req else pages[req]
             split = begin_split if req == begin_req else 0
             assert 0 <= lo <= hi <= pages[req]
+            assert lo % 2 == 0, "pieces start on a page pair"
             pieces[req].append((part, lo, hi, split))
     return pieces, pages
 
@@ -66,8 +67,9 @@ def test_schedule_balances_parts():
     load = [0] * 132
     for ps in pieces.values():
         for part, lo, hi, _ in ps:
-            load[part] += hi - lo + reference.FIXED_COST_BLOCKS
-    payload = -(-sum(p + reference.FIXED_COST_BLOCKS for p in pages) // 132) + reference.FIXED_COST_BLOCKS
+            load[part] += -(-(hi - lo) // 2) + reference.FIXED_COST_PAIRS
+    total = sum(reference.pairs_left(p, 0) + reference.FIXED_COST_PAIRS for p in pages)
+    payload = -(-total // 132) + reference.FIXED_COST_PAIRS
     assert max(load) <= payload
     assert num_splits[-1] > 64  # fewer requests than parts: requests are split
 
