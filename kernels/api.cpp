@@ -22,6 +22,12 @@ namespace {
 
 int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 
+int num_sms(const at::Tensor& t) {
+  int n = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, t.get_device()));
+  return n;
+}
+
 void check_cuda_int32(const at::Tensor& t, const char* name, int64_t dim) {
   TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
   TORCH_CHECK(t.scalar_type() == at::kInt, name, " must be int32, got ", t.scalar_type());
@@ -36,10 +42,8 @@ std::tuple<at::Tensor, at::Tensor> get_mla_metadata(const at::Tensor& cache_seql
   TORCH_CHECK(num_q_tokens_per_head_k > 0, "num_q_tokens_per_head_k must be positive");
   TORCH_CHECK(num_heads_k == 1, "num_heads_k must be 1 (MLA has one KV head)");
   c10::cuda::CUDAGuard guard(cache_seqlens.device());
-  int num_sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, cache_seqlens.get_device()));
   const int num_m_blocks = ceil_div(num_q_tokens_per_head_k, kBlockM);
-  const int num_parts = std::max<int>(num_sms / num_heads_k / num_m_blocks, 1);
+  const int num_parts = std::max<int>(num_sms(cache_seqlens) / num_heads_k / num_m_blocks, 1);
   const int batch = cache_seqlens.size(0);
   auto metadata = at::empty({num_parts, kMetadataFields}, cache_seqlens.options());
   auto num_splits = at::empty({batch + 1}, cache_seqlens.options());
@@ -132,14 +136,13 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache(const at::Tensor& q, const at::Te
   const CUtensorMap tmap = make_kv_tensor_map(k_cache);
   const int num_m_blocks = ceil_div(q_rows, kBlockM);
   auto stream = c10::cuda::getCurrentCUDAStream();
-  int num_sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, q.get_device()));
+  const int sms = num_sms(q);
   if (q.scalar_type() == at::kBFloat16) {
     run_splitkv_mla<cutlass::bfloat16_t>(p, tmap, num_m_blocks, num_parts, stream);
-    run_combine<__nv_bfloat16>(p, num_sms, stream);
+    run_combine<__nv_bfloat16>(p, sms, stream);
   } else {
     run_splitkv_mla<cutlass::half_t>(p, tmap, num_m_blocks, num_parts, stream);
-    run_combine<__half>(p, num_sms, stream);
+    run_combine<__half>(p, sms, stream);
   }
   return {out, lse};
 }

@@ -192,16 +192,15 @@ __device__ __forceinline__ void mask_and_row_max(FragS& s, int blk, const int (&
 
 // The max that P is scaled by only moves when a row's max grows by more than
 // kLazyRescale (log2 units): until then P stays ≤ 2^kLazyRescale and the final division
-// is exact either way. Returns the factor old-scale → new-scale (1 when unchanged).
+// is exact either way.
 constexpr float kLazyRescale = 8.f;
-__device__ __forceinline__ float lazy_max(float old_max, float page_max, float& new_max) {
-  if (page_max > old_max + kLazyRescale) {
-    new_max = page_max;
-    return exp2f(old_max - page_max);
-  }
-  new_max = old_max;
-  return 1.f;
+__device__ __forceinline__ float lazy_max(float old_max, float page_max) {
+  return page_max > old_max + kLazyRescale ? page_max : old_max;
 }
+
+// The factor that moves values scaled by max `from` to max `to` (≥ from); exactly 1 when
+// the max did not move, so that callers can skip the multiply.
+__device__ __forceinline__ float rescale_factor(float from, float to) { return from == to ? 1.f : exp2f(from - to); }
 
 // S → P = 2^(S·scale − max) in place; returns this thread's partial row sums.
 template <class FragS>
@@ -336,8 +335,8 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
       CUTE_UNROLL
       for (int j = 0; j < 2; ++j) {
         const float before = kWG == 0 ? row_max[j] : smem.pair_max[0][t.row0 + 8 * j];
-        own_factor[j] = lazy_max(before, page_max[j], pair_max[j]);
-        if (kWG == 1) own_factor[j] = row_max[j] == pair_max[j] ? 1.f : exp2f(row_max[j] - pair_max[j]);
+        pair_max[j] = lazy_max(before, page_max[j]);
+        own_factor[j] = rescale_factor(row_max[j], pair_max[j]);
         if (t.lane % 4 == 0) smem.pair_max[kWG][t.row0 + 8 * j] = pair_max[j];
       }
       named_arrive(kWG == 0 ? Barrier::kScaleA : Barrier::kScaleB);
@@ -370,7 +369,7 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
         CUTE_UNROLL
         for (int j = 0; j < 2; ++j) {
           const float max_b = smem.pair_max[1][t.row0 + 8 * j];
-          to_b[j] = max_b == pair_max[j] ? 1.f : exp2f(pair_max[j] - max_b);
+          to_b[j] = rescale_factor(pair_max[j], max_b);
           pair_max[j] = max_b;
         }
         store_p<Element>(stage_p_bytes(kOwnStage), tSrS, to_b, t);
