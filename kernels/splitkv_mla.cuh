@@ -130,7 +130,8 @@ __device__ void load_q(typename Traits::SharedStorage& smem, const DecodeParams&
   static_assert(kBlockM * kUnitsPerRow % kThreads == 0, "Q tile splits evenly over the threads");
   const Element* q = static_cast<const Element*>(p.q) + req * p.q_batch_stride;
   const uint32_t sq = static_cast<uint32_t>(__cvta_generic_to_shared(smem.q));
-  CUTE_UNROLL
+  // Rolled: unrolled, the 18 source addresses stay live across the request loop and spill.
+#pragma unroll 1
   for (int i = 0; i < kBlockM * kUnitsPerRow / kThreads; ++i) {
     const int idx = threadIdx.x + i * kThreads;
     const int row = idx / kUnitsPerRow, col = (idx % kUnitsPerRow) * 8;
@@ -330,14 +331,15 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
       mask_and_row_max(tSrS, own_blk, key_limit, min_key_limit, p.scale_log2, t, page_max);
 
       // The row max moves a → b: warpgroup 0 folds in page a, warpgroup 1 then page b.
+      float (&max_slot)[kStages][kBlockM] = smem.pair_max[phase];
       float pair_max[2], own_factor[2], sum[2];
       if constexpr (kWG == 1) named_sync(Barrier::kScaleA);
       CUTE_UNROLL
       for (int j = 0; j < 2; ++j) {
-        const float before = kWG == 0 ? row_max[j] : smem.pair_max[0][t.row0 + 8 * j];
+        const float before = kWG == 0 ? row_max[j] : max_slot[0][t.row0 + 8 * j];
         pair_max[j] = lazy_max(before, page_max[j]);
         own_factor[j] = rescale_factor(row_max[j], pair_max[j]);
-        if (t.lane % 4 == 0) smem.pair_max[kWG][t.row0 + 8 * j] = pair_max[j];
+        if (t.lane % 4 == 0) max_slot[kWG][t.row0 + 8 * j] = pair_max[j];
       }
       named_arrive(kWG == 0 ? Barrier::kScaleA : Barrier::kScaleB);
       exponentiate(tSrS, pair_max, p.scale_log2, sum);
@@ -368,7 +370,7 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
         float to_b[2];
         CUTE_UNROLL
         for (int j = 0; j < 2; ++j) {
-          const float max_b = smem.pair_max[1][t.row0 + 8 * j];
+          const float max_b = max_slot[1][t.row0 + 8 * j];
           to_b[j] = rescale_factor(pair_max[j], max_b);
           pair_max[j] = max_b;
         }

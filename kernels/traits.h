@@ -47,7 +47,9 @@ struct DecodeTraits {
   struct SharedStorage {
     alignas(1024) Element q[cosize_v<SmemLayoutQ>];
     alignas(1024) Element kv[kStages][cosize_v<SmemLayoutKV>];
-    float pair_max[kStages][kBlockM];  // row max after page a (stage 0) and after page b (stage 1)
+    // Row max after page a (stage 0) and after page b (stage 1), double-buffered by pair
+    // parity so that a pair's writes never meet the previous pair's reads.
+    float pair_max[2][kStages][kBlockM];
     float row_sum[kNumWarpgroups][kBlockM];
     uint64_t kv_full[kStages][kNumWarpgroups];  // [stage][w]: the chunks of the stage that warpgroup w refills
   };
