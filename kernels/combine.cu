@@ -50,27 +50,52 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
   if (n <= 1) return;  // unsplit requests were written directly
 
   const float* lse_parts = p.lse_accum + int64_t(first_split) * p.q_rows + q_row;
-  float max_lse = -INFINITY;
-  for (int i = lane; i < n; i += 32) max_lse = fmaxf(max_lse, lse_parts[int64_t(i) * p.q_rows]);
-  for (int o = 16; o > 0; o /= 2) max_lse = fmaxf(max_lse, __shfl_xor_sync(0xffffffff, max_lse, o));
-  const float shift = max_lse == -INFINITY ? 0.f : max_lse;
-  float sum = 0.f;
-  for (int i = lane; i < n; i += 32) sum += exp2f(lse_parts[int64_t(i) * p.q_rows] - shift);
-  for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffff, sum, o);
-  const float lse = sum > 0.f ? shift + __log2f(sum) : -INFINITY;
-
+  const float* parts = p.out_accum + (int64_t(first_split) * p.q_rows + q_row) * kHeadDimV + col;
+  const int64_t split_stride = int64_t(p.q_rows) * kHeadDimV;
+  // Splits go 32·kLsePerLane at a time, each lane holding kLsePerLane of their LSEs in
+  // registers: one round of loads gives the pass's max, its sum and every weight, and the
+  // partials of a pass are loaded independently of each other. acc and sum are kept at the
+  // running max, every warp of the row computing the same max and sum. Many warps per row
+  // come with few rows and many splits, so they hold more LSEs a lane; one warp per row keeps
+  // the registers of a large grid low.
+  constexpr int kLsePerLane = kWarpsPerRow;
+  constexpr int kSplitsPerPass = 32 * kLsePerLane;
+  float max_lse = -INFINITY, sum = 0.f;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  if (sum > 0.f) {
-    const float* parts = p.out_accum + (int64_t(first_split) * p.q_rows + q_row) * kHeadDimV + col;
-    const int64_t split_stride = int64_t(p.q_rows) * kHeadDimV;
-    for (int base = 0; base < n; base += 32) {
-      // Lane i holds the weight of split base + i; the warp walks its subset with shuffles.
-      const float lane_weight = base + lane < n ? exp2f(lse_parts[int64_t(base + lane) * p.q_rows] - lse) : 0.f;
-      const int count = min(32, n - base);
+  for (int base = 0; base < n; base += kSplitsPerPass) {
+    float weight[kLsePerLane];
+    float pass_max = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < kLsePerLane; ++k) {
+      const int split = base + k * 32 + lane;
+      weight[k] = split < n ? lse_parts[int64_t(split) * p.q_rows] : -INFINITY;
+      pass_max = fmaxf(pass_max, weight[k]);
+    }
+    for (int o = 16; o > 0; o /= 2) pass_max = fmaxf(pass_max, __shfl_xor_sync(0xffffffff, pass_max, o));
+    if (pass_max == -INFINITY) continue;  // no split of this pass saw a key
+    const float new_max = fmaxf(max_lse, pass_max);
+    const float carry = exp2f(max_lse - new_max);  // 0 while max_lse is -inf
+    max_lse = new_max;
+    acc.x *= carry;
+    acc.y *= carry;
+    acc.z *= carry;
+    acc.w *= carry;
+    float lane_sum = 0.f;
+#pragma unroll
+    for (int k = 0; k < kLsePerLane; ++k) {
+      weight[k] = exp2f(weight[k] - max_lse);
+      lane_sum += weight[k];
+    }
+    for (int o = 16; o > 0; o /= 2) lane_sum += __shfl_xor_sync(0xffffffff, lane_sum, o);
+    sum = sum * carry + lane_sum;
+#pragma unroll
+    for (int k = 0; k < kLsePerLane; ++k) {
+      // This warp's splits among these 32: every kWarpsPerRow-th, its weight held by lane j.
+      const int first = base + k * 32, count = min(32, n - first);
 #pragma unroll 8
       for (int j = subset; j < count; j += kWarpsPerRow) {
-        const float w = __shfl_sync(0xffffffff, lane_weight, j);
-        const float4 x = *reinterpret_cast<const float4*>(parts + (base + j) * split_stride);
+        const float w = __shfl_sync(0xffffffff, weight[k], j);
+        const float4 x = *reinterpret_cast<const float4*>(parts + (first + j) * split_stride);
         acc.x += w * x.x;
         acc.y += w * x.y;
         acc.z += w * x.z;
@@ -92,8 +117,10 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
     }
   }
   if (blockIdx.y * kCombineRowsPerBlock + row_in_block >= p.q_rows) return;  // a clamped duplicate row
+  const float inv_sum = sum > 0.f ? 1.f / sum : 0.f;
+  const float lse = sum > 0.f ? max_lse + __log2f(sum) : -INFINITY;
   Element* out = static_cast<Element*>(p.out) + (int64_t(req) * p.q_rows + q_row) * kHeadDimV + col;
-  store4(out, acc);
+  store4(out, make_float4(acc.x * inv_sum, acc.y * inv_sum, acc.z * inv_sum, acc.w * inv_sum));
   if (blockIdx.z == 0 && lane == 0) {
     const int s = q_row / p.num_heads_q, h = q_row % p.num_heads_q;
     p.lse[(int64_t(req) * p.num_heads_q + h) * p.seqlen_q + s] = lse * float(M_LN2);
