@@ -1,4 +1,4 @@
-// Merges the partial results of split requests: four warps per (query row, 128 columns).
+// Merges the partial results of split requests: up to four warps per (query row, 128 columns).
 // out = sum_i 2^(lse_i - lse) * out_i, with lse = log2(sum_i 2^lse_i).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
