@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """MLA decode timing: ours beside vLLM's FlashMLA and FA3-MLA kernels and FlashInfer's MLA, same inputs, same run.
 
-    python benchmarks/bench_decode.py [--json PATH] [--sq-sweep] [--only NAME]
+    python benchmarks/bench_decode.py [--json PATH] [--sq-sweep] [--only NAME] [--configs all|flashmla|skewed|e2e]
 
 FLOPs and bytes follow FlashMLA's benchmark: FLOPs = 2*s_q*sum(seqlen)*h_q*(576+512),
 bytes = 2*(sum(seqlen)*576 + b*s_q*h_q*(576+512)). Times are triton do_bench medians
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 
 import torch
@@ -27,6 +28,13 @@ def flashmla_configs():
         for s_q in (1, 2):
             for h_q in (16, 32, 64, 128):
                 yield dict(b=128, s_q=s_q, h_q=h_q, mean_seqlen=mean, varlen=True)
+
+
+def e2e_shape_configs():
+    """The decode steps of bench_e2e.py's workload: h_q 128, s_q 1, contexts 2048-2560 tokens."""
+    rng = random.Random(0)
+    for b in (64, 128, 256):
+        yield dict(b=b, s_q=1, h_q=128, seqlens=[rng.randint(2048, 2560) for _ in range(b)], varlen=True)
 
 
 def sq_sweep_configs():
@@ -171,7 +179,8 @@ def main():
     parser.add_argument("--json", help="write the records to this path")
     parser.add_argument("--sq-sweep", action="store_true", help="also s_q 1..8 at h_q 16 and 128, sk8192")
     parser.add_argument("--only", help="comma-separated subset of: " + ",".join(IMPLS))
-    parser.add_argument("--configs", default="all", choices=["all", "flashmla", "skewed"])
+    parser.add_argument("--configs", default="all", choices=["all", "flashmla", "skewed", "e2e"],
+                        help="e2e: only the decode shapes of bench_e2e.py's workload")
     args = parser.parse_args()
 
     print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | ratios are peer us / our us")
@@ -181,6 +190,8 @@ def main():
         configs += list(flashmla_configs())
     if args.configs in ("all", "skewed"):
         configs.append(dict(b=4, s_q=4, h_q=16, seqlens=SKEWED_SEQLENS, varlen=True))
+    if args.configs == "e2e":
+        configs += list(e2e_shape_configs())
     if args.sq_sweep:
         configs += list(sq_sweep_configs())
     records = []
