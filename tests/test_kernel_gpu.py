@@ -75,6 +75,16 @@ def test_skewed_batch_is_split():
     assert int(splits[2] - splits[1]) > 1
 
 
+def test_combine_over_several_passes():
+    # A large grid gets one combine warp per row, which merges 32 splits per pass; a long request
+    # among 127 short ones is split more than 32 ways on a 132-SM card, so its rows are merged
+    # over two passes with the running max carried between them.
+    rng = random.Random(17)
+    _, splits = run_and_check([131072] + [rng.randint(0, 3000) for _ in range(127)], 1, 64, causal=False, seed=17)
+    if torch.cuda.get_device_properties(0).multi_processor_count >= 132:
+        assert int(splits[1] - splits[0]) > 32
+
+
 def test_row_max_growing_across_pages():
     # Scores whose row max climbs page after page, by steps above and below the kernel's lazy
     # rescale threshold (8 in log2 units): O is rescaled at some pages and keeps a stale max
