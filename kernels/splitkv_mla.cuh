@@ -261,10 +261,9 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
     Tensor sVt = make_tensor(make_smem_ptr(smem.kv[s]), typename Traits::SmemLayoutVt{});
     return local_tile(sVt, Shape<Int<kDv>, Int<kBlockN>>{}, make_coord(Int<kWG>{}, _0{}));
   };
-  auto stage_p = [&](int s) {
-    return make_tensor(make_smem_ptr(smem.kv[s] + kRopeChunk * kBlockN * 64), typename Traits::SmemLayoutP{});
-  };
-  auto stage_p_bytes = [&](int s) { return reinterpret_cast<char*>(smem.kv[s] + kRopeChunk * kBlockN * 64); };
+  auto stage_rope = [&](int s) { return smem.kv[s] + kRopeChunk * kBlockN * 64; };
+  auto stage_p = [&](int s) { return make_tensor(make_smem_ptr(stage_rope(s)), typename Traits::SmemLayoutP{}); };
+  auto stage_p_bytes = [&](int s) { return reinterpret_cast<char*>(stage_rope(s)); };
   Tensor tOrPOwn = thr_pv_regs.partition_fragment_A(stage_p(0));  // registers: P of this warpgroup's page
   Tensor tOrPOwnPacked = recast<uint32_t>(tOrPOwn);
 

@@ -67,7 +67,7 @@ def test_schedule_balances_parts():
     load = [0] * 132
     for ps in pieces.values():
         for part, lo, hi, _ in ps:
-            load[part] += -(-(hi - lo) // 2) + reference.FIXED_COST_PAIRS
+            load[part] += reference.pairs_left(hi, lo) + reference.FIXED_COST_PAIRS
     total = sum(reference.pairs_left(p, 0) + reference.FIXED_COST_PAIRS for p in pages)
     payload = -(-total // 132) + reference.FIXED_COST_PAIRS
     assert max(load) <= payload
