@@ -139,10 +139,10 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache(const at::Tensor& q, const at::Te
   const int sms = num_sms(q);
   if (q.scalar_type() == at::kBFloat16) {
     run_splitkv_mla<cutlass::bfloat16_t>(p, tmap, num_m_blocks, num_parts, stream);
-    run_combine<__nv_bfloat16>(p, sms, stream);
+    run_combine<__nv_bfloat16>(p, num_parts, sms, stream);
   } else {
     run_splitkv_mla<cutlass::half_t>(p, tmap, num_m_blocks, num_parts, stream);
-    run_combine<__half>(p, sms, stream);
+    run_combine<__half>(p, num_parts, sms, stream);
   }
   return {out, lse};
 }

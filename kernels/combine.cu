@@ -1,4 +1,4 @@
-// Merges the partial results of split requests: up to four warps per (query row, 128 columns).
+// Merges the partial results of split requests.
 // out = sum_i 2^(lse_i - lse) * out_i, with lse = log2(sum_i 2^lse_i).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -10,15 +10,18 @@
 
 namespace mla {
 
-// kWarpsPerRow warps per (query row, 128-column slice), each over every kWarpsPerRow-th
-// split, one float4 per lane per split: rows, slices and split subsets spread one split
-// request over many SMs, and the split loop is unrolled so that several partials are in
-// flight per lane. kWarpsPerRow is the most that keeps the grid within one wave of warps:
-// CTAs of unsplit requests only exit, and a second wave of them costs microseconds.
+// A warp merges one query row over kSlicesPerWarp 128-column slices (one float4 per lane
+// each) and every kWarpsPerRow-th split. Few requests with many splits (a skewed batch)
+// want several warps per row and one slice each, so that a long request spreads over many
+// SMs; many requests with two or three splits each want one warp per whole row, so that
+// the grid stays within one wave and each warp has a whole row's loads in flight at once.
+// run_combine picks the most parallel shape whose warps fit in one wave.
 constexpr int kCombineRowsPerBlock = 4;
-constexpr int kCombineMaxWarpsPerRow = 4;
-constexpr int kCombineColumnSlices = kHeadDimV / 128;
-constexpr int kMaxWarpsPerSM = 64;
+constexpr int kColumnSlices = kHeadDimV / 128;
+// Warps of one wave on an SM: the combine shapes take 64-106 registers a thread.
+constexpr int kMaxWarpsPerSM = 32;
+// Partials a lane keeps in flight per batch of splits: 8 float4, 32 registers.
+constexpr int kLoadsInFlight = 8;
 
 template <typename T>
 __device__ __forceinline__ void store4(T* dst, float4 v);
@@ -33,18 +36,45 @@ __device__ __forceinline__ void store4<__half>(__half* dst, float4 v) {
   *reinterpret_cast<uint2*>(dst) = make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi));
 }
 
-template <typename Element, int kWarpsPerRow>
+__device__ __forceinline__ void scale4(float4& acc, float w) {
+  acc.x *= w;
+  acc.y *= w;
+  acc.z *= w;
+  acc.w *= w;
+}
+
+__device__ __forceinline__ void fma4(float4& acc, float w, const float4& x) {
+  acc.x += w * x.x;
+  acc.y += w * x.y;
+  acc.z += w * x.z;
+  acc.w += w * x.w;
+}
+
+// The request blockIdx.x stands for: with by_part, the split request whose last piece
+// begins part blockIdx.x (each split request has exactly one), so that a large batch gets
+// a grid of parts rather than of requests; -1 for none.
+__device__ __forceinline__ int combined_request(const DecodeParams& p, bool by_part) {
+  if (!by_part) return blockIdx.x;
+  const PartMetadata& m = p.metadata[blockIdx.x];
+  if (m.begin_req >= p.batch) return -1;
+  const int pieces = p.num_splits[m.begin_req + 1] - p.num_splits[m.begin_req];
+  return pieces > 1 && m.begin_split == pieces - 1 ? m.begin_req : -1;
+}
+
+template <typename Element, int kWarpsPerRow, int kSlicesPerWarp>
 __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
-    combine_kernel(const __grid_constant__ DecodeParams p) {
-  __shared__ float4 warp_acc[kCombineRowsPerBlock][kWarpsPerRow][32];
-  const int req = blockIdx.x;
+    combine_kernel(const __grid_constant__ DecodeParams p, bool by_part) {
+  constexpr int kBatch = kLoadsInFlight / kSlicesPerWarp;  // splits loaded at once
+  __shared__ float4 warp_acc[kCombineRowsPerBlock][kWarpsPerRow][kSlicesPerWarp][32];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int row_in_block = warp / kWarpsPerRow, subset = warp % kWarpsPerRow;
   const int q_row = min(blockIdx.y * kCombineRowsPerBlock + row_in_block, p.q_rows - 1);
-  const int col = blockIdx.z * 128 + lane * 4;
+  const int col = blockIdx.z * kSlicesPerWarp * 128 + lane * 4;
   // Launched early (programmatic dependent launch): wait until the main kernel's
   // partials are written.
   cudaGridDependencySynchronize();
+  const int req = combined_request(p, by_part);
+  if (req < 0) return;
   const int first_split = p.num_splits[req];
   const int n = p.num_splits[req + 1] - first_split;
   if (n <= 1) return;  // unsplit requests were written directly
@@ -53,15 +83,14 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
   const float* parts = p.out_accum + (int64_t(first_split) * p.q_rows + q_row) * kHeadDimV + col;
   const int64_t split_stride = int64_t(p.q_rows) * kHeadDimV;
   // Splits go 32·kLsePerLane at a time, each lane holding kLsePerLane of their LSEs in
-  // registers: one round of loads gives the pass's max, its sum and every weight, and the
-  // partials of a pass are loaded independently of each other. acc and sum are kept at the
-  // running max, every warp of the row computing the same max and sum. Many warps per row
-  // come with few rows and many splits, so they hold more LSEs a lane; one warp per row keeps
-  // the registers of a large grid low.
+  // registers: one round of loads gives the pass's max, its sum and every weight. acc and
+  // sum are kept at the running max, every warp of the row computing the same max and sum.
   constexpr int kLsePerLane = kWarpsPerRow;
   constexpr int kSplitsPerPass = 32 * kLsePerLane;
   float max_lse = -INFINITY, sum = 0.f;
-  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  float4 acc[kSlicesPerWarp];
+#pragma unroll
+  for (int s = 0; s < kSlicesPerWarp; ++s) acc[s] = make_float4(0.f, 0.f, 0.f, 0.f);
   for (int base = 0; base < n; base += kSplitsPerPass) {
     float weight[kLsePerLane];
     float pass_max = -INFINITY;
@@ -76,61 +105,71 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
     const float new_max = fmaxf(max_lse, pass_max);
     const float carry = exp2f(max_lse - new_max);  // 0 while max_lse is -inf
     max_lse = new_max;
-    acc.x *= carry;
-    acc.y *= carry;
-    acc.z *= carry;
-    acc.w *= carry;
+#pragma unroll
+    for (int s = 0; s < kSlicesPerWarp; ++s) scale4(acc[s], carry);
     float lane_sum = 0.f;
 #pragma unroll
     for (int k = 0; k < kLsePerLane; ++k) {
-      weight[k] = exp2f(weight[k] - max_lse);
+      weight[k] = exp2f(weight[k] - max_lse);  // 0 for a split past n
       lane_sum += weight[k];
     }
     for (int o = 16; o > 0; o /= 2) lane_sum += __shfl_xor_sync(0xffffffff, lane_sum, o);
     sum = sum * carry + lane_sum;
 #pragma unroll
     for (int k = 0; k < kLsePerLane; ++k) {
-      // This warp's splits among these 32: every kWarpsPerRow-th, its weight held by lane j.
+      // This warp's splits among these 32: lane j's, j = subset + i·kWarpsPerRow, loaded
+      // kBatch at a time, all in flight before the first multiply.
       const int first = base + k * 32, count = min(32, n - first);
-#pragma unroll 8
-      for (int j = subset; j < count; j += kWarpsPerRow) {
-        const float w = __shfl_sync(0xffffffff, weight[k], j);
-        const float4 x = *reinterpret_cast<const float4*>(parts + (first + j) * split_stride);
-        acc.x += w * x.x;
-        acc.y += w * x.y;
-        acc.z += w * x.z;
-        acc.w += w * x.w;
+      for (int i0 = 0; i0 < 32 / kWarpsPerRow && subset + i0 * kWarpsPerRow < count; i0 += kBatch) {
+        float4 x[kBatch][kSlicesPerWarp];
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i) {
+          const int j = subset + (i0 + i) * kWarpsPerRow;
+#pragma unroll
+          for (int s = 0; s < kSlicesPerWarp; ++s) {
+            x[i][s] = j < count ? *reinterpret_cast<const float4*>(parts + (first + j) * split_stride + s * 128)
+                                : make_float4(0.f, 0.f, 0.f, 0.f);
+          }
+        }
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i) {
+          const float w = __shfl_sync(0xffffffff, weight[k], (subset + (i0 + i) * kWarpsPerRow) % 32);
+#pragma unroll
+          for (int s = 0; s < kSlicesPerWarp; ++s) fma4(acc[s], w, x[i][s]);
+        }
       }
     }
   }
   if constexpr (kWarpsPerRow > 1) {
-    warp_acc[row_in_block][subset][lane] = acc;
+#pragma unroll
+    for (int s = 0; s < kSlicesPerWarp; ++s) warp_acc[row_in_block][subset][s][lane] = acc[s];
     __syncthreads();
     if (subset != 0) return;
 #pragma unroll
     for (int w = 1; w < kWarpsPerRow; ++w) {
-      const float4 x = warp_acc[row_in_block][w][lane];
-      acc.x += x.x;
-      acc.y += x.y;
-      acc.z += x.z;
-      acc.w += x.w;
+#pragma unroll
+      for (int s = 0; s < kSlicesPerWarp; ++s) fma4(acc[s], 1.f, warp_acc[row_in_block][w][s][lane]);
     }
   }
   if (blockIdx.y * kCombineRowsPerBlock + row_in_block >= p.q_rows) return;  // a clamped duplicate row
   const float inv_sum = sum > 0.f ? 1.f / sum : 0.f;
   const float lse = sum > 0.f ? max_lse + __log2f(sum) : -INFINITY;
   Element* out = static_cast<Element*>(p.out) + (int64_t(req) * p.q_rows + q_row) * kHeadDimV + col;
-  store4(out, make_float4(acc.x * inv_sum, acc.y * inv_sum, acc.z * inv_sum, acc.w * inv_sum));
+#pragma unroll
+  for (int s = 0; s < kSlicesPerWarp; ++s) {
+    store4(out + s * 128, make_float4(acc[s].x * inv_sum, acc[s].y * inv_sum, acc[s].z * inv_sum, acc[s].w * inv_sum));
+  }
   if (blockIdx.z == 0 && lane == 0) {
     const int s = q_row / p.num_heads_q, h = q_row % p.num_heads_q;
     p.lse[(int64_t(req) * p.num_heads_q + h) * p.seqlen_q + s] = lse * float(M_LN2);
   }
 }
 
-template <typename Element, int kWarpsPerRow>
-void launch_combine(const DecodeParams& p, dim3 grid, cudaStream_t stream) {
+template <typename Element, int kWarpsPerRow, int kSlicesPerWarp>
+void launch_combine(const DecodeParams& p, int grid_x, bool by_part, cudaStream_t stream) {
   cudaLaunchConfig_t config{};
-  config.gridDim = grid;
+  config.gridDim = dim3(grid_x, (p.q_rows + kCombineRowsPerBlock - 1) / kCombineRowsPerBlock,
+                        kColumnSlices / kSlicesPerWarp);
   config.blockDim = dim3(32 * kWarpsPerRow * kCombineRowsPerBlock);
   config.stream = stream;
   cudaLaunchAttribute pdl{};
@@ -138,24 +177,35 @@ void launch_combine(const DecodeParams& p, dim3 grid, cudaStream_t stream) {
   pdl.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &pdl;
   config.numAttrs = 1;
-  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, combine_kernel<Element, kWarpsPerRow>, p));
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, combine_kernel<Element, kWarpsPerRow, kSlicesPerWarp>, p, by_part));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename Element>
-void run_combine(const DecodeParams& p, int num_sms, cudaStream_t stream) {
-  const dim3 grid(p.batch, (p.q_rows + kCombineRowsPerBlock - 1) / kCombineRowsPerBlock, kCombineColumnSlices);
-  const int64_t warps_per_row_wave = int64_t(num_sms) * kMaxWarpsPerSM / (int64_t(grid.x) * grid.y * grid.z * kCombineRowsPerBlock);
-  if (warps_per_row_wave >= kCombineMaxWarpsPerRow) {
-    launch_combine<Element, kCombineMaxWarpsPerRow>(p, grid, stream);
-  } else if (warps_per_row_wave >= 2) {
-    launch_combine<Element, 2>(p, grid, stream);
+void run_combine(const DecodeParams& p, int num_parts, int num_sms, cudaStream_t stream) {
+  // Split requests number at most num_parts - 1: past that many requests, index by part.
+  const bool by_part = p.batch > num_parts;
+  const int grid_x = by_part ? num_parts : p.batch;
+  const int64_t rows = int64_t(grid_x) * ((p.q_rows + kCombineRowsPerBlock - 1) / kCombineRowsPerBlock) *
+                       kCombineRowsPerBlock;
+  const int64_t wave = int64_t(num_sms) * kMaxWarpsPerSM;
+  auto warps = [&](int warps_per_row, int slices_per_warp) {
+    return rows * warps_per_row * (kColumnSlices / slices_per_warp);
+  };
+  if (warps(4, 1) <= wave) {
+    launch_combine<Element, 4, 1>(p, grid_x, by_part, stream);
+  } else if (warps(2, 1) <= wave) {
+    launch_combine<Element, 2, 1>(p, grid_x, by_part, stream);
+  } else if (warps(1, 1) <= wave) {
+    launch_combine<Element, 1, 1>(p, grid_x, by_part, stream);
+  } else if (warps(1, 2) <= wave) {
+    launch_combine<Element, 1, 2>(p, grid_x, by_part, stream);
   } else {
-    launch_combine<Element, 1>(p, grid, stream);
+    launch_combine<Element, 1, 4>(p, grid_x, by_part, stream);
   }
 }
 
-template void run_combine<__nv_bfloat16>(const DecodeParams&, int, cudaStream_t);
-template void run_combine<__half>(const DecodeParams&, int, cudaStream_t);
+template void run_combine<__nv_bfloat16>(const DecodeParams&, int, int, cudaStream_t);
+template void run_combine<__half>(const DecodeParams&, int, int, cudaStream_t);
 
 }  // namespace mla

@@ -17,6 +17,6 @@ void run_splitkv_mla(const DecodeParams& p, const CUtensorMap& tmap_kv, int num_
 
 // Element: __nv_bfloat16 or __half.
 template <typename Element>
-void run_combine(const DecodeParams& p, int num_sms, cudaStream_t stream);
+void run_combine(const DecodeParams& p, int num_parts, int num_sms, cudaStream_t stream);
 
 }  // namespace mla

@@ -85,6 +85,17 @@ def test_combine_over_several_passes():
         assert int(splits[1] - splits[0]) > 32
 
 
+def test_combine_indexed_by_part():
+    # More requests than parts: the combine's grid runs over parts, each merging the split
+    # request whose last piece begins it; the long request spans several parts, so some parts
+    # begin with one of its middle pieces and merge nothing.
+    rng = random.Random(18)
+    seqlens = [40000] + [rng.randint(0, 3000) for _ in range(199)]
+    tsm, splits = run_and_check(seqlens, 2, 64, causal=True, seed=18)
+    assert len(seqlens) > tsm.size(0)
+    assert int(splits[1] - splits[0]) >= 3
+
+
 def test_row_max_growing_across_pages():
     # Scores whose row max climbs page after page, by steps above and below the kernel's lazy
     # rescale threshold (8 in log2 units): O is rescaled at some pages and keeps a stale max

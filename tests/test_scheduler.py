@@ -44,6 +44,11 @@ def check_schedule(seqlens, num_parts):
         assert [split for *_, split in ps] == list(range(len(ps)))
         # num_splits is the cumulative piece count.
         assert num_splits[req + 1] - num_splits[req] == len(ps)
+        if len(ps) > 1:
+            # A large batch's combine is indexed by part: it finds a split request at the part
+            # that its last piece begins.
+            last_part = ps[-1][0]
+            assert rows[last_part][0] == req and rows[last_part][4] == len(ps) - 1
     # Each part adds at most one split beyond one per request.
     assert num_splits[-1] <= len(seqlens) + num_parts
     # Empty parts only at the end.
