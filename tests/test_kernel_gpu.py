@@ -133,6 +133,16 @@ def test_metadata_matches_model(s_q, h_q):
     assert torch.equal(tsm.cpu(), ref_tsm) and torch.equal(splits.cpu(), ref_splits)
 
 
+def test_metadata_matches_model_large_batch():
+    # 9000 requests: more than one pass of every per-request loop of the one-warp scheduler.
+    rng = random.Random(19)
+    cache_seqlens = torch.tensor([rng.randint(0, 5000) for _ in range(9000)], dtype=torch.int32, device="cuda")
+    tsm, splits = mla_backend.get_mla_metadata(cache_seqlens, 128, 1)
+    num_sms = torch.cuda.get_device_properties(0).multi_processor_count
+    ref_tsm, ref_splits = reference.get_mla_metadata(cache_seqlens.cpu(), 128, 1, num_sms)
+    assert torch.equal(tsm.cpu(), ref_tsm) and torch.equal(splits.cpu(), ref_splits)
+
+
 def test_cuda_graph_replay_with_new_seqlens():
     b, s_q, h_q, max_blocks = 8, 2, 64, 40
     rng = random.Random(15)
