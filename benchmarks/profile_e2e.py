@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Where an end-to-end vLLM step spends its time, per attention backend.
+
+    python benchmarks/profile_e2e.py MODEL_DIR --backend CUSTOM [--delay 150 --iterations 20]
+    python benchmarks/profile_e2e.py --summarize TRACE.json.gz
+
+Runs bench_e2e's workload (`vllm bench throughput`, random 2048 in / 512 out) with vLLM's torch
+profiler on the engine's worker for `--iterations` engine steps after `--delay` steps (past the
+prefill ramp, so the window holds full decode steps), then summarizes the worker's trace: the
+window's GPU span, how much of it some kernel was running (the rest is the GPU waiting for the
+host), the kernels by total time, and the host-side annotations. Comparing two backends' summaries
+shows whether a gap lies in the attention kernels, elsewhere on the GPU, or on the host.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def load_trace(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        return json.load(f)["traceEvents"]
+
+
+def busy_time(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of [start, end) intervals: kernels on several streams count once."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def summarize(events: list[dict], top: int = 15) -> dict:
+    """Times in µs: the kernels' span, the time some kernel ran, kernels and host annotations by total."""
+    kernels = [e for e in events if e.get("ph") == "X" and e.get("cat") == "kernel"]
+    if not kernels:
+        raise ValueError("the trace holds no GPU kernels (cat 'kernel'): was the worker profiled?")
+    spans = [(e["ts"], e["ts"] + e["dur"]) for e in kernels]
+    begin, end = min(s for s, _ in spans), max(e for _, e in spans)
+    by_kernel: dict[str, list[float]] = collections.defaultdict(list)
+    for e in kernels:
+        by_kernel[e["name"]].append(e["dur"])
+    by_annotation: dict[str, list[float]] = collections.defaultdict(list)
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") == "user_annotation":
+            by_annotation[e["name"]].append(e["dur"])
+
+    def ranked(groups: dict[str, list[float]]) -> list[dict]:
+        rows = [{"name": n, "count": len(d), "total_us": sum(d)} for n, d in groups.items()]
+        return sorted(rows, key=lambda r: -r["total_us"])[:top]
+
+    return {"span_us": end - begin, "gpu_busy_us": busy_time(spans), "kernels": ranked(by_kernel),
+            "annotations": ranked(by_annotation)}
+
+
+def print_summary(s: dict) -> None:
+    busy = s["gpu_busy_us"] / s["span_us"]
+    print(f"GPU span {s['span_us'] / 1e3:.2f} ms, some kernel running {s['gpu_busy_us'] / 1e3:.2f} ms ({busy:.1%})")
+    print(f"{'kernel':<90} {'count':>6} {'total ms':>9} {'share':>6}")
+    for r in s["kernels"]:
+        print(f"{r['name'][:90]:<90} {r['count']:>6} {r['total_us'] / 1e3:>9.2f} "
+              f"{r['total_us'] / s['gpu_busy_us']:>6.1%}")
+    if s["annotations"]:
+        print(f"\n{'host annotation':<90} {'count':>6} {'total ms':>9} {'mean us':>8}")
+        for r in s["annotations"]:
+            print(f"{r['name'][:90]:<90} {r['count']:>6} {r['total_us'] / 1e3:>9.2f} {r['total_us'] / r['count']:>8.1f}")
+
+
+def profile(args) -> Path:
+    trace_dir = Path(tempfile.mkdtemp(prefix="vllm_prof_")) if args.trace_dir is None else Path(args.trace_dir)
+    config = {"profiler": "torch", "torch_profiler_dir": str(trace_dir.resolve()), "torch_profiler_with_stack": False,
+              "ignore_frontend": True, "delay_iterations": args.delay, "max_iterations": args.iterations}
+    cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "throughput", "--model", args.model,
+           "--load-format", "dummy", "--attention-backend", args.backend, "--dataset-name", "random",
+           "--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len),
+           "--num-prompts", str(args.num_prompts), "--max-model-len", str(args.max_model_len), "--profile",
+           "--profiler-config", json.dumps(config)]
+    print("$ " + " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write((proc.stdout + proc.stderr)[-6000:])
+        raise RuntimeError(f"vllm bench throughput --profile failed for {args.backend} (exit {proc.returncode})")
+    traces = sorted(trace_dir.rglob("*.json*"), key=os.path.getsize)
+    if not traces:
+        raise RuntimeError(f"no trace written under {trace_dir}")
+    return traces[-1]  # the worker's trace holds the kernels and is the largest
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", nargs="?")
+    parser.add_argument("--backend", default="CUSTOM")
+    parser.add_argument("--summarize", type=Path, help="summarize this trace instead of running vLLM")
+    parser.add_argument("--trace-dir")
+    parser.add_argument("--delay", type=int, default=150, help="engine steps before the profiled window")
+    parser.add_argument("--iterations", type=int, default=20, help="engine steps profiled")
+    parser.add_argument("--input-len", type=int, default=2048)
+    parser.add_argument("--output-len", type=int, default=512)
+    parser.add_argument("--num-prompts", type=int, default=600)
+    parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--json", help="write the summary here")
+    args = parser.parse_args()
+    if args.summarize is None and args.model is None:
+        parser.error("give MODEL_DIR to profile, or --summarize TRACE")
+    trace = args.summarize or profile(args)
+    print(f"# {trace}")
+    summary = summarize(load_trace(trace))
+    print_summary(summary)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
