@@ -96,17 +96,64 @@ def _shape_str(shape: tuple) -> str:
     return "[" + ", ".join("*" if e is None else str(e) for e in shape) + "]"
 
 
-def _is_tracing() -> bool:
-    return torch.compiler.is_compiling() or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+def _is_tracing(t: torch.Tensor) -> bool:
+    """Whether `t` is a fake tensor of torch.compile or the current CUDA stream is being captured."""
+    return torch.compiler.is_compiling() or (t.is_cuda and torch.cuda.is_current_stream_capturing())
 
 
 def _aligned16(t: torch.Tensor) -> bool:
-    return _is_tracing() or t.data_ptr() % 16 == 0  # fake tensors under tracing have no data
+    return _is_tracing(t) or t.data_ptr() % 16 == 0  # fake tensors under tracing have no data
+
+
+def _int32_ok(t, dims: int, device: torch.device) -> bool:
+    """_check_int32's conditions but the shape's sizes, in one expression."""
+    return (isinstance(t, torch.Tensor) and t.dtype == torch.int32 and t.device == device and t.dim() == dims
+            and t.stride(-1) == 1)
+
+
+def _decode_inputs_ok(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
+                      num_splits) -> bool:
+    """All of check_decode_inputs' conditions in one expression: the hot path, where they hold."""
+    if not (isinstance(q, torch.Tensor) and isinstance(k_cache, torch.Tensor) and q.dim() == 4
+            and k_cache.dim() == 4 and head_dim_v == HEAD_DIM_V):
+        return False
+    b, s_q, h_q, d = q.shape
+    qs, ks = q.stride(), k_cache.stride()
+    device = q.device
+    if not (q.dtype in (torch.bfloat16, torch.float16) and d == HEAD_DIM_QK and s_q >= 1 and h_q >= 1
+            and qs[3] == 1 and qs[0] % 8 == 0 and qs[1] % 8 == 0 and qs[2] % 8 == 0
+            and k_cache.dtype == q.dtype and k_cache.device == device
+            and tuple(k_cache.shape[1:]) == (PAGE_SIZE, 1, HEAD_DIM_QK)
+            and ks[3] == 1 and ks[0] % 8 == 0 and ks[1] % 8 == 0):
+        return False
+    if not (_int32_ok(block_table, 2, device) and block_table.shape[0] == b
+            and _int32_ok(cache_seqlens, 1, device) and cache_seqlens.shape[0] == b and cache_seqlens.is_contiguous()
+            and _int32_ok(tile_scheduler_metadata, 2, device) and tile_scheduler_metadata.shape[1] == METADATA_FIELDS
+            and tile_scheduler_metadata.is_contiguous()
+            and _int32_ok(num_splits, 1, device) and num_splits.shape[0] == b + 1):
+        return False
+    return _is_tracing(q) or (q.data_ptr() % 16 == 0 and k_cache.data_ptr() % 16 == 0)
 
 
 def check_decode_inputs(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits,
                         check_seqlens: bool) -> None:
     """Raises ValueError naming the first argument that is not what the kernel takes."""
+    if not _decode_inputs_ok(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
+                             num_splits):
+        _raise_first_input_error(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
+                                 num_splits)
+    if check_seqlens and not _is_tracing(q) and q.shape[0] > 0:
+        lo, hi = (int(v) for v in torch.aminmax(cache_seqlens))
+        _expect(lo >= 0, lambda: f"cache_seqlens must be >= 0, got {lo}")
+        capacity = block_table.shape[1] * PAGE_SIZE
+        _expect(hi <= capacity,
+                lambda: f"block_table has {block_table.shape[1]} blocks per request ({capacity} tokens), "
+                        f"too few for cache_seqlens up to {hi}")
+
+
+def _raise_first_input_error(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
+                             num_splits) -> None:
+    """The checks of _decode_inputs_ok one at a time, so that the error names what failed."""
     _expect(isinstance(q, torch.Tensor), lambda: f"q must be a torch.Tensor, got {type(q).__name__}")
     _expect(q.dtype in (torch.bfloat16, torch.float16), lambda: f"q must be bfloat16 or float16, got {q.dtype}")
     _expect(q.dim() == 4, lambda: f"q must be [batch, seqlen_q, num_heads_q, {HEAD_DIM_QK}], got shape {list(q.shape)}")
@@ -141,14 +188,6 @@ def check_decode_inputs(q, k_cache, block_table, cache_seqlens, head_dim_v, tile
     _check_int32(tile_scheduler_metadata, "tile_scheduler_metadata", (None, METADATA_FIELDS), q.device)
     _expect(tile_scheduler_metadata.is_contiguous(), lambda: "tile_scheduler_metadata must be contiguous")
     _check_int32(num_splits, "num_splits", (b + 1,), q.device)
-
-    if check_seqlens and not _is_tracing() and b > 0:
-        lo, hi = (int(v) for v in torch.aminmax(cache_seqlens))
-        _expect(lo >= 0, lambda: f"cache_seqlens must be >= 0, got {lo}")
-        capacity = block_table.shape[1] * PAGE_SIZE
-        _expect(hi <= capacity,
-                lambda: f"block_table has {block_table.shape[1]} blocks per request ({capacity} tokens), "
-                        f"too few for cache_seqlens up to {hi}")
 
 
 def get_mla_metadata(cache_seqlens: torch.Tensor, num_q_tokens_per_head_k: int,

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import mla_backend
+from mla_backend import ops
 from mla_backend.testing import make_decode_inputs
 
 
@@ -24,7 +25,7 @@ def test_good_inputs_run(good):
     assert torch.isfinite(out.float()).all() and torch.isfinite(lse).all()
 
 
-@pytest.mark.parametrize("name,value,match", [
+BAD_INPUTS = [
     ("q", lambda a: a["q"].float(), "q must be bfloat16 or float16"),
     ("q", lambda a: a["q"][..., :512], "q's head dim must be 576"),
     ("q", lambda a: a["q"][0], r"q must be \[batch"),
@@ -49,10 +50,32 @@ def test_good_inputs_run(good):
      r"tile_scheduler_metadata must have shape \[\*, 8\]"),
     ("num_splits", lambda a: a["num_splits"][:2], r"num_splits must have shape \[3\]"),
     ("num_splits", lambda a: [0, 1, 2], "num_splits must be a torch.Tensor"),
-])
+    ("q", lambda a: a["q"][:, :0], "q must have seqlen_q >= 1"),
+    ("block_table", lambda a: a["block_table"][0, 0], r"block_table must have shape \[2, \*\]"),
+    ("cache_seqlens", lambda a: a["cache_seqlens"].repeat_interleave(2)[::2], "cache_seqlens must be contiguous"),
+    ("tile_scheduler_metadata", lambda a: a["tile_scheduler_metadata"].repeat(1, 2)[:, :8],
+     "tile_scheduler_metadata must be contiguous"),
+]
+
+
+@pytest.mark.parametrize("name,value,match", BAD_INPUTS)
 def test_bad_input_names_argument(good, name, value, match):
     with pytest.raises(ValueError, match=match):
         call(good, **{name: value(good)})
+
+
+@pytest.mark.parametrize("name,value,match", BAD_INPUTS + [(None, None, None)])
+def test_fast_check_agrees_with_named_checks(good, name, value, match):
+    # The hot path tests every condition in one expression and runs the one-by-one checks only
+    # when it fails: both must reject the same inputs (the seqlen values are checked apart).
+    args = dict(good) if name is None else {**good, name: value(good)}
+    fast_ok = ops._decode_inputs_ok(**args)
+    try:
+        ops._raise_first_input_error(**args)
+        named_ok = True
+    except ValueError:
+        named_ok = False
+    assert fast_ok == named_ok
 
 
 def test_device_mismatch_is_named(good):
