@@ -21,14 +21,27 @@ BACKENDS = ["CUSTOM", "FLASHMLA", "FLASH_ATTN_MLA"]
 THROUGHPUT = re.compile(r"Throughput: ([\d.]+) requests/s, ([\d.]+) total tokens/s, ([\d.]+) output tokens/s")
 
 
+def add_workload_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input-len", type=int, default=2048)
+    parser.add_argument("--output-len", type=int, default=512)
+    parser.add_argument("--num-prompts", type=int, default=600)
+    parser.add_argument("--max-model-len", type=int, default=4096)
+
+
+def throughput_cmd(model: str, backend: str, tp: int, input_len: int, output_len: int, num_prompts: int,
+                   extra: list[str]) -> list[str]:
+    """`vllm bench throughput` on the random dataset with dummy weights."""
+    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "throughput", "--model", model,
+            "--load-format", "dummy", "--attention-backend", backend, "--tensor-parallel-size", str(tp),
+            "--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len",
+            str(output_len), "--num-prompts", str(num_prompts), *extra]
+
+
 def run_throughput(model: str, backend: str, tp: int, input_len: int, output_len: int, num_prompts: int,
                    extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "throughput", "--model", model,
-               "--load-format", "dummy", "--attention-backend", backend, "--tensor-parallel-size", str(tp),
-               "--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len",
-               str(output_len), "--num-prompts", str(num_prompts), "--output-json", os.path.join(tmp, "r.json"),
-               *extra]
+        cmd = throughput_cmd(model, backend, tp, input_len, output_len, num_prompts,
+                             ["--output-json", os.path.join(tmp, "r.json"), *extra])
         print("$ " + " ".join(cmd), flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         match = THROUGHPUT.search(proc.stdout + proc.stderr)
@@ -44,10 +57,7 @@ def main():
     parser.add_argument("model")
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--backends", default=",".join(BACKENDS))
-    parser.add_argument("--input-len", type=int, default=2048)
-    parser.add_argument("--output-len", type=int, default=512)
-    parser.add_argument("--num-prompts", type=int, default=600)
-    parser.add_argument("--max-model-len", type=int, default=4096)
+    add_workload_args(parser)
     parser.add_argument("--no-warmup", action="store_true")
     parser.add_argument("--json", help="write the records (list of dicts) to this path")
     args = parser.parse_args()

@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench_e2e import add_workload_args, throughput_cmd
+
 
 def load_trace(path: Path) -> list[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
@@ -80,11 +82,9 @@ def profile(args) -> Path:
     trace_dir = Path(tempfile.mkdtemp(prefix="vllm_prof_")) if args.trace_dir is None else Path(args.trace_dir)
     config = {"profiler": "torch", "torch_profiler_dir": str(trace_dir.resolve()), "torch_profiler_with_stack": False,
               "ignore_frontend": True, "delay_iterations": args.delay, "max_iterations": args.iterations}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "throughput", "--model", args.model,
-           "--load-format", "dummy", "--attention-backend", args.backend, "--dataset-name", "random",
-           "--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len),
-           "--num-prompts", str(args.num_prompts), "--max-model-len", str(args.max_model_len), "--profile",
-           "--profiler-config", json.dumps(config)]
+    cmd = throughput_cmd(args.model, args.backend, 1, args.input_len, args.output_len, args.num_prompts,
+                         ["--max-model-len", str(args.max_model_len), "--profile", "--profiler-config",
+                          json.dumps(config)])
     print("$ " + " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -104,10 +104,7 @@ def main():
     parser.add_argument("--trace-dir")
     parser.add_argument("--delay", type=int, default=150, help="engine steps before the profiled window")
     parser.add_argument("--iterations", type=int, default=20, help="engine steps profiled")
-    parser.add_argument("--input-len", type=int, default=2048)
-    parser.add_argument("--output-len", type=int, default=512)
-    parser.add_argument("--num-prompts", type=int, default=600)
-    parser.add_argument("--max-model-len", type=int, default=4096)
+    add_workload_args(parser)
     parser.add_argument("--json", help="write the summary here")
     args = parser.parse_args()
     if args.summarize is None and args.model is None:

@@ -4,10 +4,13 @@ import importlib.util
 import json
 from pathlib import Path
 
+import sys
+
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "profile_e2e", Path(__file__).resolve().parent.parent / "benchmarks" / "profile_e2e.py")
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # profile_e2e imports bench_e2e, as when run as a script
+_spec = importlib.util.spec_from_file_location("profile_e2e", BENCHMARKS / "profile_e2e.py")
 profile_e2e = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(profile_e2e)
 
