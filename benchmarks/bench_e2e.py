@@ -6,6 +6,9 @@
 Runs `vllm bench throughput` (random dataset, 2048 in / 512 out, 600 prompts, dummy
 weights) once per backend, after one small warm-up run that fills the Triton and
 torch.compile caches, and prints output tokens/s with ratios ours / peer.
+
+Runs of one backend differ by up to 8% on one host, so `--repeats N` runs the backends N
+times in rotated order (each backend goes first once per rotation) and compares medians.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,6 +56,19 @@ def run_throughput(model: str, backend: str, tp: int, input_len: int, output_len
             "num_prompts": num_prompts, "output_tok_s": float(match.group(3)), "total_tok_s": float(match.group(2))}
 
 
+def run_order(backends: list[str], repeats: int) -> list[str]:
+    """Backends for `repeats` rounds, each round rotated by one, so no backend always runs first."""
+    return [backends[(r + i) % len(backends)] for r in range(repeats) for i in range(len(backends))]
+
+
+def medians(records: list[dict]) -> dict[str, float]:
+    """Median output tokens/s per backend."""
+    samples: dict[str, list[float]] = {}
+    for r in records:
+        samples.setdefault(r["backend"], []).append(r["output_tok_s"])
+    return {b: statistics.median(v) for b, v in samples.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
@@ -59,6 +76,7 @@ def main():
     parser.add_argument("--backends", default=",".join(BACKENDS))
     add_workload_args(parser)
     parser.add_argument("--no-warmup", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of all backends, in rotated order")
     parser.add_argument("--json", help="write the records (list of dicts) to this path")
     args = parser.parse_args()
 
@@ -67,12 +85,17 @@ def main():
     if not args.no_warmup:
         run_throughput(args.model, backends[0], args.tp, 256, 32, 16, extra)
     records = [run_throughput(args.model, b, args.tp, args.input_len, args.output_len, args.num_prompts, extra)
-               for b in backends]
-    ours = next((r for r in records if r["backend"] == "CUSTOM"), None)
-    print(f"\n{'backend':<16} {'tp':>3} {'output tok/s':>13} {'total tok/s':>12}  ours/backend")
-    for r in records:
-        ratio = f"{ours['output_tok_s'] / r['output_tok_s']:.3f}" if ours else ""
-        print(f"{r['backend']:<16} {r['tp']:>3} {r['output_tok_s']:>13.1f} {r['total_tok_s']:>12.1f}  {ratio}")
+               for b in run_order(backends, args.repeats)]
+    print(f"\n{'run':>3} {'backend':<16} {'output tok/s':>13}")
+    for i, r in enumerate(records, 1):
+        print(f"{i:>3} {r['backend']:<16} {r['output_tok_s']:>13.1f}")
+    median = medians(records)
+    ours = median.get("CUSTOM")
+    print(f"\n{'backend':<16} {'tp':>3} {'runs':>4} {'median output tok/s':>20}  ours/backend")
+    for b, tok_s in median.items():
+        runs = sum(r["backend"] == b for r in records)
+        ratio = f"{ours / tok_s:.3f}" if ours else ""
+        print(f"{b:<16} {args.tp:>3} {runs:>4} {tok_s:>20.1f}  {ratio}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)

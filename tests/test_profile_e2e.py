@@ -30,6 +30,8 @@ def test_summary_of_a_trace(tmp_path):
         kernel("mla::splitkv_mla_kernel", 100, 50), kernel("mla::combine_kernel", 140, 20),  # overlaps by 10
         kernel("mla::splitkv_mla_kernel", 300, 50), kernel("gemm", 200, 40),
         {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 0, "dur": 1000},
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 2000, "dur": 500},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 10, "dur": 4},
         {"ph": "X", "cat": "user_annotation", "name": "execute_model", "ts": 90, "dur": 120},
         {"ph": "X", "cat": "user_annotation", "name": "execute_model", "ts": 290, "dur": 80},
         {"ph": "i", "cat": "kernel", "name": "instant, not a span", "ts": 500},
@@ -42,7 +44,18 @@ def test_summary_of_a_trace(tmp_path):
     assert [(k["name"], k["count"], k["total_us"]) for k in s["kernels"]] == [
         ("mla::splitkv_mla_kernel", 2, 100), ("gemm", 1, 40), ("mla::combine_kernel", 1, 20)]
     assert s["annotations"] == [{"name": "execute_model", "count": 2, "total_us": 200}]
+    assert s["host_ops"] == [{"name": "aten::mm", "count": 2, "total_us": 1500}]
+    assert s["runtime_calls"] == [{"name": "cudaLaunchKernel", "count": 1, "total_us": 4}]
     profile_e2e.print_summary(s)
+
+
+def test_comparison_ranks_the_largest_differences_first():
+    a = {"kernels": [{"name": "k", "total_us": 10}], "host_ops": [{"name": "x", "total_us": 5},
+                                                                  {"name": "y", "total_us": 50}]}
+    b = {"kernels": [{"name": "k", "total_us": 12}], "host_ops": [{"name": "x", "total_us": 45},
+                                                                  {"name": "z", "total_us": 20}]}
+    assert profile_e2e.compare(a, b) == [("kernels", "k", 10, 12), ("host_ops", "y", 50, 0.0),
+                                         ("host_ops", "x", 5, 45), ("host_ops", "z", 0.0, 20)]
 
 
 def test_trace_without_kernels_is_an_error():
