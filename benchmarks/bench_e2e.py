@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,13 @@ def add_workload_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-len", type=int, default=512)
     parser.add_argument("--num-prompts", type=int, default=600)
     parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--vllm-args", default="",
+                        help="more `vllm bench throughput` arguments, e.g. '--max-cudagraph-capture-size 1024'")
+
+
+def engine_args(args: argparse.Namespace) -> list[str]:
+    """The engine arguments both tools pass to every run."""
+    return ["--max-model-len", str(args.max_model_len), *shlex.split(args.vllm_args)]
 
 
 def throughput_cmd(model: str, backend: str, tp: int, input_len: int, output_len: int, num_prompts: int,
@@ -80,7 +88,7 @@ def main():
     parser.add_argument("--json", help="write the records (list of dicts) to this path")
     args = parser.parse_args()
 
-    extra = ["--max-model-len", str(args.max_model_len)]
+    extra = engine_args(args)
     backends = args.backends.split(",")
     if not args.no_warmup:
         run_throughput(args.model, backends[0], args.tp, 256, 32, 16, extra)

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_e2e import add_workload_args, throughput_cmd
+from bench_e2e import add_workload_args, engine_args, throughput_cmd
 
 
 def load_trace(path: Path) -> list[dict]:
@@ -110,8 +110,7 @@ def profile(args) -> Path:
     config = {"profiler": "torch", "torch_profiler_dir": str(trace_dir.resolve()), "torch_profiler_with_stack": False,
               "ignore_frontend": True, "delay_iterations": args.delay, "max_iterations": args.iterations}
     cmd = throughput_cmd(args.model, args.backend, 1, args.input_len, args.output_len, args.num_prompts,
-                         ["--max-model-len", str(args.max_model_len), "--profile", "--profiler-config",
-                          json.dumps(config)])
+                         [*engine_args(args), "--profile", "--profiler-config", json.dumps(config)])
     print("$ " + " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     (trace_dir / "vllm.log").write_text(proc.stdout + proc.stderr)

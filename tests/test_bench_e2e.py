@@ -22,3 +22,12 @@ def test_medians_per_backend():
                [("CUSTOM", 20089.0), ("FLASHMLA", 21306.0), ("CUSTOM", 21419.0), ("FLASHMLA", 23018.0),
                 ("CUSTOM", 15898.0)]]
     assert bench_e2e.medians(records) == {"CUSTOM": 20089.0, "FLASHMLA": 22162.0}
+
+
+def test_engine_args_carry_the_extra_vllm_arguments():
+    parser = bench_e2e.argparse.ArgumentParser()
+    bench_e2e.add_workload_args(parser)
+    args = parser.parse_args(["--vllm-args", "--max-cudagraph-capture-size 1024 --max-num-seqs 600"])
+    assert bench_e2e.engine_args(args) == ["--max-model-len", "4096", "--max-cudagraph-capture-size", "1024",
+                                           "--max-num-seqs", "600"]
+    assert bench_e2e.engine_args(parser.parse_args([])) == ["--max-model-len", "4096"]
