@@ -3,12 +3,13 @@
 
     python benchmarks/profile_e2e.py MODEL_DIR --backend CUSTOM [--delay 150 --iterations 20]
     python benchmarks/profile_e2e.py --summarize TRACE.json.gz
+    python benchmarks/profile_e2e.py --compare CUSTOM.json FLASHMLA.json   (summaries written with --json)
 
 Runs bench_e2e's workload (`vllm bench throughput`, random 2048 in / 512 out) with vLLM's torch
 profiler on the engine's worker for `--iterations` engine steps after `--delay` steps (past the
 prefill ramp, so the window holds full decode steps), then summarizes the worker's trace: the
 window's GPU span, how much of it some kernel was running (the rest is the GPU waiting for the
-host), the kernels by total time, and the host-side annotations. Comparing two backends' summaries
+host), and by total time the kernels, host ops, CUDA runtime calls and annotations. Comparing two backends' summaries
 (`--compare`) shows whether a gap lies in the attention kernels, elsewhere on the GPU, or on the host,
 and which host ops and CUDA runtime calls make it.
 """
