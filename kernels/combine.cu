@@ -157,7 +157,8 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
   Element* out = static_cast<Element*>(p.out) + (int64_t(req) * p.q_rows + q_row) * kHeadDimV + col;
 #pragma unroll
   for (int s = 0; s < kSlicesPerWarp; ++s) {
-    store4(out + s * 128, make_float4(acc[s].x * inv_sum, acc[s].y * inv_sum, acc[s].z * inv_sum, acc[s].w * inv_sum));
+    scale4(acc[s], inv_sum);
+    store4(out + s * 128, acc[s]);
   }
   if (blockIdx.z == 0 && lane == 0) {
     const int s = q_row / p.num_heads_q, h = q_row % p.num_heads_q;
