@@ -1,5 +1,6 @@
 // Tile-scheduler metadata: pours the batch's pages, in request order and in pairs, into
-// num_parts parts of near-equal cost. One warp, no host synchronisation.
+// num_parts parts of near-equal cost, or gives each request a part of its own where that is
+// no costlier. One warp, no host synchronisation.
 // The same algorithm, in Python, is mla_backend.reference.schedule_parts.
 #include <c10/cuda/CUDAException.h>
 
@@ -16,12 +17,29 @@ __global__ void __launch_bounds__(32, 1)
   auto num_pages = [&](int req) { return (max(seqlens_k[req], 0) + kBlockN - 1) / kBlockN; };
   auto pairs_from = [&](int req, int blk) { return (num_pages(req) - blk + 1) / 2; };
 
-  int total_cost = 0;
-  for (int req = lane; req < batch; req += 32) total_cost += pairs_from(req, 0) + kFixedCostPairs;
-  for (int offset = 16; offset > 0; offset /= 2) total_cost += __shfl_xor_sync(0xffffffff, total_cost, offset);
+  int total_cost = 0, max_cost = 0;
+  for (int req = lane; req < batch; req += 32) {
+    const int cost = pairs_from(req, 0) + kFixedCostPairs;
+    total_cost += cost;
+    max_cost = max(max_cost, cost);
+  }
+  for (int offset = 16; offset > 0; offset /= 2) {
+    total_cost += __shfl_xor_sync(0xffffffff, total_cost, offset);
+    max_cost = max(max_cost, __shfl_xor_sync(0xffffffff, max_cost, offset));
+  }
+  const int payload = (total_cost + num_parts - 1) / num_parts + kFixedCostPairs;
+
+  if (batch <= num_parts && max_cost <= payload) {
+    // One whole request a part: no part exceeds the payload, and nothing needs the combine.
+    for (int part = lane; part < num_parts; part += 32) {
+      metadata[part] = part < batch ? PartMetadata{part, 0, part, num_pages(part), 0, {0, 0, 0}}
+                                    : PartMetadata{batch, 0, batch - 1, 0, 0, {0, 0, 0}};
+    }
+    for (int i = lane; i <= batch; i += 32) num_splits[i] = i;
+    return;
+  }
   if (lane != 0) return;
 
-  const int payload = (total_cost + num_parts - 1) / num_parts + kFixedCostPairs;
   int req = 0, blk = 0, pieces_done = 0;  // the next page (even) to place, and how many pieces of req precede it
   for (int part = 0; part < num_parts; ++part) {
     PartMetadata m = {req, blk, req, blk, pieces_done, {0, 0, 0}};

@@ -133,6 +133,19 @@ def test_metadata_matches_model(s_q, h_q):
     assert torch.equal(tsm.cpu(), ref_tsm) and torch.equal(splits.cpu(), ref_splits)
 
 
+def test_one_request_a_part():
+    # No more requests than parts, each within a part's budget (the e2e decode shape at h128):
+    # every request gets a part of its own and none is split.
+    rng = random.Random(20)
+    seqlens = [rng.randint(2048, 2560) for _ in range(64)]
+    tsm, splits = run_and_check(seqlens, 1, 128, causal=False, seed=20)
+    num_sms = torch.cuda.get_device_properties(0).multi_processor_count
+    ref_tsm, ref_splits = reference.get_mla_metadata(torch.tensor(seqlens, dtype=torch.int32), 128, 1, num_sms)
+    assert torch.equal(tsm.cpu(), ref_tsm) and torch.equal(splits.cpu(), ref_splits)
+    if num_sms >= 132:
+        assert splits.tolist() == list(range(len(seqlens) + 1))
+
+
 def test_metadata_matches_model_large_batch():
     # 9000 requests: more than one pass of every per-request loop of the one-warp scheduler.
     rng = random.Random(19)

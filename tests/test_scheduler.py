@@ -79,6 +79,32 @@ def test_schedule_balances_parts():
     assert num_splits[-1] > 64  # fewer requests than parts: requests are split
 
 
+def test_one_request_a_part_when_each_fits_a_budget():
+    rng = random.Random(3)
+    seqlens = [rng.randint(2048, 2560) for _ in range(64)] + [0]
+    rows, num_splits = schedule_parts(seqlens, 66)
+    pages = [-(-s // PAGE_SIZE) for s in seqlens]
+    assert rows[:65] == [[i, 0, i, pages[i], 0, 0, 0, 0] for i in range(65)]
+    assert rows[65][0] == len(seqlens)  # empty
+    assert num_splits == list(range(66))
+    check_schedule(seqlens, 66)
+    # One request above the budget: the batch is poured and split as before.
+    rows, num_splits = schedule_parts(seqlens[:-1] + [20000], 66)
+    assert num_splits[-1] > 65
+    # More requests than parts: poured.
+    assert schedule_parts(seqlens[:40], 33)[1][-1] > 40
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_schedule_properties_near_one_request_a_part(seed):
+    rng = random.Random(100 + seed)
+    num_parts = rng.choice([33, 66, 132])
+    batch = rng.randint(1, num_parts)
+    base = rng.randint(0, 9000)
+    seqlens = [max(base + rng.randint(-600, 600), 0) for _ in range(batch)]
+    check_schedule(seqlens, num_parts)
+
+
 def test_skewed_batch_splits_the_long_request():
     seqlens = [4641, 45118, 1730, 1696]
     rows, num_splits = schedule_parts(seqlens, 132)
