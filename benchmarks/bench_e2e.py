@@ -7,8 +7,10 @@ Runs `vllm bench throughput` (random dataset, 2048 in / 512 out, 600 prompts, du
 weights) once per backend, after one small warm-up run that fills the Triton and
 torch.compile caches, and prints output tokens/s with ratios ours / peer.
 
-Runs of one backend differ by up to 8% on one host, so `--repeats N` runs the backends N
-times in rotated order (each backend goes first once per rotation) and compares medians.
+Runs of one backend differ by up to 8% on an H100 and up to 40% on an H200, so `--repeats N`
+runs the backends N times in rotated order (each backend goes first once per rotation),
+compares medians, and prints each backend's spread and an interval for ours / peer.
+`--summarize A.json [B.json ...]` prints the same summary for records saved by earlier calls.
 """
 from __future__ import annotations
 
@@ -69,41 +71,73 @@ def run_order(backends: list[str], repeats: int) -> list[str]:
     return [backends[(r + i) % len(backends)] for r in range(repeats) for i in range(len(backends))]
 
 
-def medians(records: list[dict]) -> dict[str, float]:
-    """Median output tokens/s per backend."""
+def samples_by_backend(records: list[dict]) -> dict[str, list[float]]:
+    """Output tokens/s of every run, per backend, in run order."""
     samples: dict[str, list[float]] = {}
     for r in records:
         samples.setdefault(r["backend"], []).append(r["output_tok_s"])
-    return {b: statistics.median(v) for b, v in samples.items()}
+    return samples
+
+
+def medians(records: list[dict]) -> dict[str, float]:
+    """Median output tokens/s per backend."""
+    return {b: statistics.median(v) for b, v in samples_by_backend(records).items()}
+
+
+def ratio_of_means(ours: list[float], peer: list[float]) -> tuple[float, float | None]:
+    """mean(ours) / mean(peer) and two standard errors of it (delta method; None below 2 runs each).
+
+    The runs of a backend are taken as independent samples: two standard errors is roughly a
+    95% interval, wider in truth for a handful of runs."""
+    ratio = statistics.mean(ours) / statistics.mean(peer)
+    if len(ours) < 2 or len(peer) < 2:
+        return ratio, None
+    rel_var = sum((statistics.stdev(x) / statistics.mean(x)) ** 2 / len(x) for x in (ours, peer))
+    return ratio, 2 * ratio * rel_var ** 0.5
+
+
+def summary(records: list[dict], ours_backend: str = "CUSTOM") -> str:
+    """Runs in order, then per backend: runs, median, spread (min..max) and ours / backend."""
+    lines = [f"{'run':>3} {'backend':<16} {'output tok/s':>13}"]
+    lines += [f"{i:>3} {r['backend']:<16} {r['output_tok_s']:>13.1f}" for i, r in enumerate(records, 1)]
+    samples = samples_by_backend(records)
+    ours = samples.get(ours_backend)
+    lines += ["", f"{'backend':<16} {'runs':>4} {'median tok/s':>13} {'min..max':>17}   ours/backend: medians, means ± 2 SE"]
+    for b, v in samples.items():
+        row = f"{b:<16} {len(v):>4} {statistics.median(v):>13.1f} {min(v):>8.0f}..{max(v):<8.0f}"
+        if ours and b != ours_backend:
+            ratio, two_se = ratio_of_means(ours, v)
+            row += f"   {statistics.median(ours) / statistics.median(v):.3f}, {ratio:.3f}"
+            row += f" ± {two_se:.3f}" if two_se is not None else ""
+        lines.append(row.rstrip())
+    return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model")
+    parser.add_argument("model", nargs="?", help="model folder (not needed with --summarize)")
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--backends", default=",".join(BACKENDS))
     add_workload_args(parser)
     parser.add_argument("--no-warmup", action="store_true")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all backends, in rotated order")
     parser.add_argument("--json", help="write the records (list of dicts) to this path")
+    parser.add_argument("--summarize", nargs="+", metavar="JSON", help="summarize saved records; runs nothing")
     args = parser.parse_args()
 
+    if args.summarize:
+        records = [r for path in args.summarize for r in json.load(open(path))]
+        print(summary(records))
+        return
+    if not args.model:
+        parser.error("a model folder is needed unless --summarize is given")
     extra = engine_args(args)
     backends = args.backends.split(",")
     if not args.no_warmup:
         run_throughput(args.model, backends[0], args.tp, 256, 32, 16, extra)
     records = [run_throughput(args.model, b, args.tp, args.input_len, args.output_len, args.num_prompts, extra)
                for b in run_order(backends, args.repeats)]
-    print(f"\n{'run':>3} {'backend':<16} {'output tok/s':>13}")
-    for i, r in enumerate(records, 1):
-        print(f"{i:>3} {r['backend']:<16} {r['output_tok_s']:>13.1f}")
-    median = medians(records)
-    ours = median.get("CUSTOM")
-    print(f"\n{'backend':<16} {'tp':>3} {'runs':>4} {'median output tok/s':>20}  ours/backend")
-    for b, tok_s in median.items():
-        runs = sum(r["backend"] == b for r in records)
-        ratio = f"{ours / tok_s:.3f}" if ours else ""
-        print(f"{b:<16} {args.tp:>3} {runs:>4} {tok_s:>20.1f}  {ratio}")
+    print("\n" + summary(records))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)

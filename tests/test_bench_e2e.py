@@ -31,3 +31,25 @@ def test_engine_args_carry_the_extra_vllm_arguments():
     assert bench_e2e.engine_args(args) == ["--max-model-len", "4096", "--max-cudagraph-capture-size", "1024",
                                            "--max-num-seqs", "600"]
     assert bench_e2e.engine_args(parser.parse_args([])) == ["--max-model-len", "4096"]
+
+
+def test_ratio_of_means_and_its_interval():
+    ratio, two_se = bench_e2e.ratio_of_means([100.0, 110.0], [100.0, 100.0])
+    assert ratio == 1.05
+    # Only ours varies: cv = stdev / mean = 7.071 / 105, over 2 runs.
+    assert abs(two_se - 2 * 1.05 * (7.0710678 / 105) / 2 ** 0.5) < 1e-6
+    assert bench_e2e.ratio_of_means([100.0], [80.0]) == (1.25, None)
+
+
+def test_summarize_saved_records(tmp_path, capsys, monkeypatch):
+    runs = [("FLASHMLA", 18583.7), ("CUSTOM", 19940.0), ("CUSTOM", 21672.8), ("FLASHMLA", 21101.1)]
+    path = tmp_path / "r.json"
+    path.write_text(bench_e2e.json.dumps([{"backend": b, "output_tok_s": v} for b, v in runs]))
+    monkeypatch.setattr(bench_e2e.sys, "argv", ["bench_e2e.py", "--summarize", str(path)])
+    bench_e2e.main()
+    out = capsys.readouterr().out
+    flashmla_row = next(line for line in out.splitlines() if line.startswith("FLASHMLA "))
+    medians_ratio = (19940.0 + 21672.8) / (18583.7 + 21101.1)
+    assert flashmla_row.split()[1:3] == ["2", "19842.4"] and "18584..21101" in flashmla_row
+    assert f"{medians_ratio:.3f}," in flashmla_row
+    assert "±" in flashmla_row
