@@ -31,7 +31,8 @@ def pairs_left(pages: int, blk: int) -> int:
     return (pages - blk + 1) // 2
 
 
-def schedule_parts(seqlens: Sequence[int], num_parts: int) -> tuple[list[list[int]], list[int]]:
+def schedule_parts(seqlens: Sequence[int], num_parts: int,
+                   whole_requests: bool = True) -> tuple[list[list[int]], list[int]]:
     """Pours the pages of the requests, in order and in pairs, into `num_parts` parts.
 
     Work is counted in page pairs, the main loop's step (a lone last page costs a pair).
@@ -39,7 +40,8 @@ def schedule_parts(seqlens: Sequence[int], num_parts: int) -> tuple[list[list[in
     ceil(total / num_parts) + FIXED_COST_PAIRS; a request that does not fit is split
     after a whole number of pairs, and the last part takes whatever is left.
     Where every request fits one budget and there are no more requests than parts, each
-    request gets a part of its own instead: no part costs more, and no request is split.
+    request gets a part of its own instead: no part costs more, and no request is split
+    (`whole_requests=False` pours regardless, for A/B timing).
 
     Returns (metadata rows of 8 ints, cumulative split counts of len(seqlens) + 1).
     Row: [begin_req, begin_block, end_req (inclusive), end_block (exclusive),
@@ -49,7 +51,7 @@ def schedule_parts(seqlens: Sequence[int], num_parts: int) -> tuple[list[list[in
     pages = [max(int(s), 0) // PAGE_SIZE + (max(int(s), 0) % PAGE_SIZE > 0) for s in seqlens]
     total_cost = sum(pairs_left(p, 0) for p in pages) + FIXED_COST_PAIRS * batch
     payload = -(-total_cost // num_parts) + FIXED_COST_PAIRS
-    if batch <= num_parts and all(pairs_left(p, 0) + FIXED_COST_PAIRS <= payload for p in pages):
+    if whole_requests and batch <= num_parts and all(pairs_left(p, 0) + FIXED_COST_PAIRS <= payload for p in pages):
         rows = [[req, 0, req, pages[req], 0, 0, 0, 0] for req in range(batch)]
         rows += [[batch, 0, batch - 1, 0, 0, 0, 0, 0]] * (num_parts - batch)
         return rows, list(range(batch + 1))

@@ -139,3 +139,25 @@ def test_decode_schedule_takes_device_strings():
     for a, b in zip(by_name, by_device):
         assert torch.equal(a, b)
     assert by_name[0].shape[0] == reference.DEFAULT_NUM_SMS
+
+
+def test_ab_schedule_metadata():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "ab_schedule.py"
+    spec = importlib.util.spec_from_file_location("ab_schedule", path)
+    ab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ab)
+    rng = random.Random(5)
+    seqlens = [rng.randint(2048, 2560) for _ in range(64)]
+    model = ab.model_metadata(seqlens, 128, "model", 132)
+    assert [t.tolist() for t in model] == [t.tolist() for t in reference.get_mla_metadata(
+        torch.tensor(seqlens, dtype=torch.int32), 128, 1, 132)]
+    assert model[1].tolist() == list(range(65))  # one request a part
+    pour = ab.model_metadata(seqlens, 128, "pour", 132)
+    assert pour[1][-1] > 64  # the pour splits some
+    tsm, splits = ab.model_metadata(seqlens, 128, "pour+parts=33", 132)
+    assert tsm.shape == (33, 8) and tsm.tolist() == schedule_parts(seqlens, 33, whole_requests=False)[0]
+    with pytest.raises(ValueError, match="unknown schedule"):
+        ab.model_metadata(seqlens, 128, "waves", 132)
