@@ -2,16 +2,19 @@
 """MLA decode timing: ours beside vLLM's FlashMLA and FA3-MLA kernels and FlashInfer's MLA, same inputs, same run.
 
     python benchmarks/bench_decode.py [--json PATH] [--sq-sweep] [--only NAME] [--configs all|flashmla|skewed|e2e]
+                                      [--rounds N]
 
 FLOPs and bytes follow FlashMLA's benchmark: FLOPs = 2*s_q*sum(seqlen)*h_q*(576+512),
 bytes = 2*(sum(seqlen)*576 + b*s_q*h_q*(576+512)). Times are triton do_bench medians
-(L2 flushed before every call). Ratios are peer time / our time: > 1 means we are faster.
+(L2 flushed before every call); the implementations' order rotates from config to config
+(and from round to round with --rounds N). Ratios are peer time / our time: > 1 means we are faster.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import random
+import statistics
 import sys
 
 import torch
@@ -143,7 +146,15 @@ def describe(config) -> str:
     return f"b{config['b']} s_q{config['s_q']} h{config['h_q']} sk{config['mean_seqlen']}"
 
 
-def bench_config(config, impls, records):
+def impl_order(names: list[str], index: int) -> list[str]:
+    """`names` rotated by `index`: the card's clock falls under sustained load (at its power cap),
+    so no implementation should always be timed first."""
+    k = index % len(names) if names else 0
+    return names[k:] + names[:k]
+
+
+def bench_config(config, impls, records, index=0, rounds=1):
+    """Times every implementation on one config: `rounds` rounds, each in rotated order, medians."""
     s_q, h_q = config["s_q"], config["h_q"]
     seqlens = seqlens_of(config)
     causal = s_q > 1
@@ -151,16 +162,20 @@ def bench_config(config, impls, records):
     total = sum(seqlens)
     flops = 2 * s_q * total * h_q * (576 + 512)
     nbytes = 2 * (total * 576 + len(seqlens) * s_q * h_q * (576 + 512))
-    results, outputs = {}, {}
+    fns, outputs = {}, {}
     for name, make in impls.items():
         try:
-            fn = make(inp, s_q, h_q, causal)
-            outputs[name] = fn()
+            fns[name] = make(inp, s_q, h_q, causal)
+            outputs[name] = fns[name]()
         except Exception as e:  # a peer that cannot run this config is reported, not fatal
             print(f"# {describe(config)}: {name} failed ({type(e).__name__}: {str(e)[:200]})", file=sys.stderr)
-            continue
-        us = triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median") * 1e3
-        results[name] = us
+            fns.pop(name, None)
+    samples = {name: [] for name in fns}
+    for r in range(rounds):
+        for name in impl_order(list(fns), index + r):
+            samples[name].append(triton.testing.do_bench(fns[name], warmup=50, rep=300, return_mode="median") * 1e3)
+    results = {name: statistics.median(v) for name, v in samples.items()}
+    for name, us in results.items():
         records.append({"config": config, "impl": name, "us": round(us, 2),
                         "tflops": round(flops / us / 1e6, 1), "gbps": round(nbytes / us / 1e3, 1)})
     line = f"{describe(config):<30}"
@@ -184,6 +199,8 @@ def main():
     parser.add_argument("--only", help="comma-separated subset of: " + ",".join(IMPLS))
     parser.add_argument("--configs", default="all", choices=["all", "flashmla", "skewed", "e2e"],
                         help="e2e: only the decode shapes of bench_e2e.py's workload")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds per config, each in rotated order; the median of the rounds is reported")
     args = parser.parse_args()
 
     print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | ratios are peer us / our us")
@@ -198,8 +215,8 @@ def main():
     if args.sq_sweep:
         configs += list(sq_sweep_configs())
     records = []
-    for config in configs:
-        bench_config(config, impls, records)
+    for index, config in enumerate(configs):
+        bench_config(config, impls, records, index, args.rounds)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)
