@@ -15,3 +15,30 @@ def test_every_implementation_is_timed_first_in_turn():
     assert all(sorted(bench_decode.impl_order(names, i)) == sorted(names) for i in range(6))
     assert bench_decode.impl_order(["ours"], 5) == ["ours"]
     assert bench_decode.impl_order([], 3) == []
+
+
+def test_bench_config_takes_medians_over_rotated_rounds(monkeypatch, capsys):
+    calls = []
+    fake_ms = {"ours": [0.10, 0.30, 0.20], "peer": [0.40, 0.20, 0.30]}
+
+    def fake_do_bench(fn, **kwargs):
+        name = fn()
+        calls.append(name)
+        return fake_ms[name][sum(c == name for c in calls) - 1]
+
+    real_inputs = bench_decode.make_decode_inputs
+    monkeypatch.setattr(bench_decode, "make_decode_inputs", lambda *a, **k: real_inputs(*a, **{**k, "device": "cpu"}))
+    monkeypatch.setattr(bench_decode.triton.testing, "do_bench", fake_do_bench)
+    monkeypatch.setattr(bench_decode.torch.cuda, "empty_cache", lambda: None)
+
+    def failing(inp, s_q, h_q, causal):
+        raise RuntimeError("not built for this card")
+
+    impls = {"ours": lambda *a: (lambda: "ours"), "peer": lambda *a: (lambda: "peer"), "broken": failing}
+    records = []
+    config = dict(b=2, s_q=1, h_q=16, seqlens=[100, 64], varlen=True)
+    bench_decode.bench_config(config, impls, records, index=1, rounds=3)
+    assert calls == ["peer", "ours", "ours", "peer", "peer", "ours"]  # rotated from index 1
+    us = {r["impl"]: r["us"] for r in records}
+    assert us == {"ours": 200.0, "peer": 300.0}
+    assert "x1.50" in capsys.readouterr().out
