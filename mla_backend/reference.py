@@ -53,7 +53,7 @@ def schedule_parts(seqlens: Sequence[int], num_parts: int,
     payload = -(-total_cost // num_parts) + FIXED_COST_PAIRS
     if whole_requests and batch <= num_parts and all(pairs_left(p, 0) + FIXED_COST_PAIRS <= payload for p in pages):
         rows = [[req, 0, req, pages[req], 0, 0, 0, 0] for req in range(batch)]
-        rows += [[batch, 0, batch - 1, 0, 0, 0, 0, 0]] * (num_parts - batch)
+        rows += [[batch, 0, batch - 1, 0, 0, 0, 0, 0] for _ in range(batch, num_parts)]
         return rows, list(range(batch + 1))
     counts = [0] * batch
     rows = []
