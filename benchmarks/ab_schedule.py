@@ -70,7 +70,7 @@ def main():
         if schedule == "gpu":
             tsm, num_splits = mla_backend.get_mla_metadata(inp.cache_seqlens, rows, 1)
         else:
-            tsm, num_splits = (t.cuda() for t in model_metadata(seqlens, rows, schedule, num_sms))
+            tsm, num_splits = (t.to(inp.q.device) for t in model_metadata(seqlens, rows, schedule, num_sms))
         splits[schedule] = int((num_splits[1:] - num_splits[:-1] > 1).sum())
         runs[schedule] = (lambda tsm=tsm, num_splits=num_splits: mla_backend.flash_mla_with_kvcache(
             inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512, tsm, num_splits,
