@@ -28,12 +28,12 @@ __global__ void __launch_bounds__(32, 1)
     max_cost = max(max_cost, __shfl_xor_sync(0xffffffff, max_cost, offset));
   }
   const int payload = (total_cost + num_parts - 1) / num_parts + kFixedCostPairs;
+  const PartMetadata empty_part = {batch, 0, batch - 1, 0, 0, {0, 0, 0}};
 
   if (batch <= num_parts && max_cost <= payload) {
     // One whole request a part: no part exceeds the payload, and nothing needs the combine.
     for (int part = lane; part < num_parts; part += 32) {
-      metadata[part] = part < batch ? PartMetadata{part, 0, part, num_pages(part), 0, {0, 0, 0}}
-                                    : PartMetadata{batch, 0, batch - 1, 0, 0, {0, 0, 0}};
+      metadata[part] = part < batch ? PartMetadata{part, 0, part, num_pages(part), 0, {0, 0, 0}} : empty_part;
     }
     for (int i = lane; i <= batch; i += 32) num_splits[i] = i;
     return;
@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(32, 1)
   for (int part = 0; part < num_parts; ++part) {
     PartMetadata m = {req, blk, req, blk, pieces_done, {0, 0, 0}};
     if (req >= batch) {
-      m = {batch, 0, batch - 1, 0, 0, {0, 0, 0}};  // empty
+      m = empty_part;
     } else {
       const bool last_part = part == num_parts - 1;
       int budget = payload;

@@ -49,18 +49,22 @@ def schedule_parts(seqlens: Sequence[int], num_parts: int,
     """
     batch = len(seqlens)
     pages = [max(int(s), 0) // PAGE_SIZE + (max(int(s), 0) % PAGE_SIZE > 0) for s in seqlens]
-    total_cost = sum(pairs_left(p, 0) for p in pages) + FIXED_COST_PAIRS * batch
-    payload = -(-total_cost // num_parts) + FIXED_COST_PAIRS
-    if whole_requests and batch <= num_parts and all(pairs_left(p, 0) + FIXED_COST_PAIRS <= payload for p in pages):
+    costs = [pairs_left(p, 0) + FIXED_COST_PAIRS for p in pages]
+    payload = -(-sum(costs) // num_parts) + FIXED_COST_PAIRS
+
+    def empty_part():
+        return [batch, 0, batch - 1, 0, 0, 0, 0, 0]
+
+    if whole_requests and batch <= num_parts and max(costs, default=0) <= payload:
         rows = [[req, 0, req, pages[req], 0, 0, 0, 0] for req in range(batch)]
-        rows += [[batch, 0, batch - 1, 0, 0, 0, 0, 0] for _ in range(batch, num_parts)]
+        rows += [empty_part() for _ in range(batch, num_parts)]
         return rows, list(range(batch + 1))
     counts = [0] * batch
     rows = []
     req = blk = pieces_done = 0
     for part in range(num_parts):
         if req >= batch:
-            rows.append([batch, 0, batch - 1, 0, 0, 0, 0, 0])
+            rows.append(empty_part())
             continue
         row = [req, blk, req, blk, pieces_done, 0, 0, 0]
         budget = payload
