@@ -100,14 +100,14 @@ def summary(records: list[dict], ours_backend: str = "CUSTOM") -> str:
     """Runs in order, then per backend: runs, median, spread (min..max) and ours / backend."""
     lines = [f"{'run':>3} {'backend':<16} {'output tok/s':>13}"]
     lines += [f"{i:>3} {r['backend']:<16} {r['output_tok_s']:>13.1f}" for i, r in enumerate(records, 1)]
-    samples = samples_by_backend(records)
+    samples, median = samples_by_backend(records), medians(records)
     ours = samples.get(ours_backend)
     lines += ["", f"{'backend':<16} {'runs':>4} {'median tok/s':>13} {'min..max':>17}   ours/backend: medians, means ± 2 SE"]
     for b, v in samples.items():
-        row = f"{b:<16} {len(v):>4} {statistics.median(v):>13.1f} {min(v):>8.0f}..{max(v):<8.0f}"
+        row = f"{b:<16} {len(v):>4} {median[b]:>13.1f} {min(v):>8.0f}..{max(v):<8.0f}"
         if ours and b != ours_backend:
             ratio, two_se = ratio_of_means(ours, v)
-            row += f"   {statistics.median(ours) / statistics.median(v):.3f}, {ratio:.3f}"
+            row += f"   {median[ours_backend] / median[b]:.3f}, {ratio:.3f}"
             row += f" ± {two_se:.3f}" if two_se is not None else ""
         lines.append(row.rstrip())
     return "\n".join(lines)
