@@ -20,7 +20,7 @@ import torch
 
 import mla_backend
 from mla_backend import reference
-from mla_backend.testing import cal_diff, make_decode_inputs, varlen_seqlens
+from mla_backend.testing import cal_diff, make_decode_inputs
 
 
 def model_metadata(seqlens: list[int], num_q_tokens_per_head_k: int, schedule: str,
@@ -41,27 +41,16 @@ def model_metadata(seqlens: list[int], num_q_tokens_per_head_k: int, schedule: s
 
 
 def main():
+    import triton
+    from bench_decode import add_config_args, config_seqlens  # this folder, on sys.path when run as a script
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("schedules", nargs="+")
-    parser.add_argument("--b", type=int, default=128)
-    parser.add_argument("--s-q", type=int, default=1)
-    parser.add_argument("--h-q", type=int, default=16)
-    parser.add_argument("--mean", type=int, default=8192)
-    parser.add_argument("--seqlens", help="comma-separated seqlens; overrides --b and --mean")
-    parser.add_argument("--e2e-batch", type=int, choices=[64, 128, 256, 600],
-                        help="the seqlens of bench_decode.py's e2e shape of this batch")
     parser.add_argument("--rounds", type=int, default=9)
+    add_config_args(parser)
     args = parser.parse_args()
 
-    import triton
-    from bench_decode import e2e_shape_configs
-
-    if args.e2e_batch:
-        seqlens = next(c["seqlens"] for c in e2e_shape_configs() if c["b"] == args.e2e_batch)
-    elif args.seqlens:
-        seqlens = [int(v) for v in args.seqlens.split(",")]
-    else:
-        seqlens = varlen_seqlens(args.b, args.mean, args.s_q, seed=args.mean)
+    seqlens = config_seqlens(args)
     inp = make_decode_inputs(seqlens, args.s_q, args.h_q, device="cuda", seed=1)
     num_sms = torch.cuda.get_device_properties(0).multi_processor_count
     rows = args.s_q * args.h_q

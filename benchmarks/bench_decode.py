@@ -55,6 +55,26 @@ def seqlens_of(config) -> list[int]:
     return varlen_seqlens(config["b"], config["mean_seqlen"], config["s_q"], seed=config["mean_seqlen"])
 
 
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """One decode config on the command line (profile_decode.py, ab_schedule.py)."""
+    parser.add_argument("--b", type=int, default=128)
+    parser.add_argument("--s-q", type=int, default=1)
+    parser.add_argument("--h-q", type=int, default=16)
+    parser.add_argument("--mean", type=int, default=8192)
+    parser.add_argument("--seqlens", help="comma-separated seqlens; overrides --b and --mean")
+    parser.add_argument("--e2e-batch", type=int, choices=[64, 128, 256, 600],
+                        help="the seqlens of the e2e shape of this batch; overrides --b and --mean")
+
+
+def config_seqlens(args: argparse.Namespace) -> list[int]:
+    """The seqlens that add_config_args' arguments name."""
+    if args.e2e_batch:
+        return next(c["seqlens"] for c in e2e_shape_configs() if c["b"] == args.e2e_batch)
+    if args.seqlens:
+        return [int(v) for v in args.seqlens.split(",")]
+    return seqlens_of(dict(b=args.b, s_q=args.s_q, mean_seqlen=args.mean))
+
+
 def ours(inp, s_q, h_q, causal):
     tsm, splits = mla_backend.get_mla_metadata(inp.cache_seqlens, s_q * h_q, 1)
     return lambda: mla_backend.flash_mla_with_kvcache(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,

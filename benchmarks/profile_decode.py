@@ -11,20 +11,15 @@ import argparse
 import torch
 
 import mla_backend
-from mla_backend.testing import make_decode_inputs, varlen_seqlens
+from bench_decode import add_config_args, config_seqlens
+from mla_backend.testing import make_decode_inputs
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--b", type=int, default=128)
-parser.add_argument("--s-q", type=int, default=1)
-parser.add_argument("--h-q", type=int, default=16)
-parser.add_argument("--mean", type=int, default=8192)
-parser.add_argument("--seqlens", help="comma-separated seqlens; overrides --b and --mean")
+add_config_args(parser)
 parser.add_argument("--iters", type=int, default=5)
 args = parser.parse_args()
 
-seqlens = ([int(v) for v in args.seqlens.split(",")] if args.seqlens
-           else varlen_seqlens(args.b, args.mean, args.s_q, seed=args.mean))
-inp = make_decode_inputs(seqlens, args.s_q, args.h_q, device="cuda", seed=1)
+inp = make_decode_inputs(config_seqlens(args), args.s_q, args.h_q, device="cuda", seed=1)
 tsm, splits = mla_backend.get_mla_metadata(inp.cache_seqlens, args.s_q * args.h_q, 1)
 for _ in range(args.iters):
     mla_backend.flash_mla_with_kvcache(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512, tsm, splits,

@@ -42,3 +42,13 @@ def test_bench_config_takes_medians_over_rotated_rounds(monkeypatch, capsys):
     us = {r["impl"]: r["us"] for r in records}
     assert us == {"ours": 200.0, "peer": 300.0}
     assert "x1.50" in capsys.readouterr().out
+
+
+def test_config_arguments_name_the_seqlens():
+    parser = bench_decode.argparse.ArgumentParser()
+    bench_decode.add_config_args(parser)
+    args = parser.parse_args(["--b", "64", "--s-q", "3", "--mean", "4096"])
+    assert bench_decode.config_seqlens(args) == bench_decode.varlen_seqlens(64, 4096, 3, seed=4096)
+    assert bench_decode.config_seqlens(parser.parse_args(["--seqlens", "4641,45118,0"])) == [4641, 45118, 0]
+    e2e_b64 = next(c["seqlens"] for c in bench_decode.e2e_shape_configs() if c["b"] == 64)
+    assert bench_decode.config_seqlens(parser.parse_args(["--e2e-batch", "64", "--b", "7"])) == e2e_b64
