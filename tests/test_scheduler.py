@@ -1,5 +1,9 @@
 """Properties of the tile-scheduler metadata, through its Python model and the CPU op."""
+import importlib.util
 import random
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -141,14 +145,19 @@ def test_decode_schedule_takes_device_strings():
     assert by_name[0].shape[0] == reference.DEFAULT_NUM_SMS
 
 
-def test_ab_schedule_metadata():
-    import importlib.util
-    from pathlib import Path
+@pytest.fixture
+def ab_schedule(monkeypatch):
+    """benchmarks/ab_schedule.py as a module, its folder on sys.path as when run as a script."""
+    bench_dir = Path(__file__).resolve().parent.parent / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench_dir))
+    spec = importlib.util.spec_from_file_location("ab_schedule", bench_dir / "ab_schedule.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "ab_schedule.py"
-    spec = importlib.util.spec_from_file_location("ab_schedule", path)
-    ab = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ab)
+
+def test_ab_schedule_metadata(ab_schedule):
+    ab = ab_schedule
     rng = random.Random(5)
     seqlens = [rng.randint(2048, 2560) for _ in range(64)]
     model = ab.model_metadata(seqlens, 128, "model", 132)
@@ -163,19 +172,11 @@ def test_ab_schedule_metadata():
         ab.model_metadata(seqlens, 128, "waves", 132)
 
 
-def test_ab_schedule_runs_through_the_reference_path(monkeypatch, capsys):
+def test_ab_schedule_runs_through_the_reference_path(ab_schedule, monkeypatch, capsys):
     # The tool's whole flow on the CPU: reference kernels, a fake timer, the e2e b64 shape.
-    import importlib.util
-    import sys
-    from pathlib import Path
-    from types import SimpleNamespace
-
-    bench_dir = Path(__file__).resolve().parent.parent / "benchmarks"
-    monkeypatch.syspath_prepend(str(bench_dir))
-    spec = importlib.util.spec_from_file_location("ab_schedule", bench_dir / "ab_schedule.py")
-    ab = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ab)
     import triton
+
+    ab = ab_schedule
 
     real_inputs = ab.make_decode_inputs
     monkeypatch.setattr(ab, "make_decode_inputs", lambda *a, **k: real_inputs(*a, **{**k, "device": "cpu"}))
