@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import statistics
 import sys
 
@@ -212,6 +213,22 @@ def bench_config(config, impls, records, index=0, rounds=1):
     torch.cuda.empty_cache()
 
 
+def selected_configs(which: str, sq_sweep: bool = False, match: str | None = None) -> list[dict]:
+    """The configs that --configs, --sq-sweep and --match name, in run order."""
+    configs = []
+    if which in ("all", "flashmla"):
+        configs += list(flashmla_configs())
+    if which in ("all", "skewed"):
+        configs.append(dict(b=4, s_q=4, h_q=16, seqlens=SKEWED_SEQLENS, varlen=True))
+    if which == "e2e":
+        configs += list(e2e_shape_configs())
+    if sq_sweep:
+        configs += list(sq_sweep_configs())
+    if match:
+        configs = [c for c in configs if re.search(match, describe(c))]
+    return configs
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="write the records to this path")
@@ -221,19 +238,12 @@ def main():
                         help="e2e: only the decode shapes of bench_e2e.py's workload")
     parser.add_argument("--rounds", type=int, default=1,
                         help="rounds per config, each in rotated order; the median of the rounds is reported")
+    parser.add_argument("--match", help="only the configs whose description (as printed) matches this regex")
     args = parser.parse_args()
 
     print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | ratios are peer us / our us")
     impls = available_impls(args.only)
-    configs = []
-    if args.configs in ("all", "flashmla"):
-        configs += list(flashmla_configs())
-    if args.configs in ("all", "skewed"):
-        configs.append(dict(b=4, s_q=4, h_q=16, seqlens=SKEWED_SEQLENS, varlen=True))
-    if args.configs == "e2e":
-        configs += list(e2e_shape_configs())
-    if args.sq_sweep:
-        configs += list(sq_sweep_configs())
+    configs = selected_configs(args.configs, args.sq_sweep, args.match)
     records = []
     for index, config in enumerate(configs):
         bench_config(config, impls, records, index, args.rounds)

@@ -52,3 +52,15 @@ def test_config_arguments_name_the_seqlens():
     assert bench_decode.config_seqlens(parser.parse_args(["--seqlens", "4641,45118,0"])) == [4641, 45118, 0]
     e2e_b64 = next(c["seqlens"] for c in bench_decode.e2e_shape_configs() if c["b"] == 64)
     assert bench_decode.config_seqlens(parser.parse_args(["--e2e-batch", "64", "--b", "7"])) == e2e_b64
+
+
+def test_match_selects_configs_by_their_printed_description():
+    every = bench_decode.selected_configs("all", sq_sweep=True)
+    assert len(every) == 24 + 1 + 16
+    tensor_bound = bench_decode.selected_configs("flashmla", match=r"s_q2 h128 ")
+    assert [c["mean_seqlen"] for c in tensor_bound] == [4096, 8192, 16384]
+    assert all(c["s_q"] == 2 and c["h_q"] == 128 for c in tensor_bound)
+    skewed = bench_decode.selected_configs("all", match="seqlens=")
+    assert [c["b"] for c in skewed] == [4]
+    assert bench_decode.selected_configs("e2e", match="^b600 ")[0]["b"] == 600
+    assert bench_decode.selected_configs("flashmla", match="no such config") == []
