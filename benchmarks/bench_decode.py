@@ -214,7 +214,7 @@ def bench_config(config, impls, records, index=0, rounds=1):
 
 
 def selected_configs(which: str, sq_sweep: bool = False, match: str | None = None) -> list[dict]:
-    """The configs that --configs, --sq-sweep and --match name, in run order."""
+    """The configs that --configs, --sq-sweep and --match name, in run order, each once."""
     configs = []
     if which in ("all", "flashmla"):
         configs += list(flashmla_configs())
@@ -224,9 +224,10 @@ def selected_configs(which: str, sq_sweep: bool = False, match: str | None = Non
         configs += list(e2e_shape_configs())
     if sq_sweep:
         configs += list(sq_sweep_configs())
-    if match:
-        configs = [c for c in configs if re.search(match, describe(c))]
-    return configs
+    unique = {}
+    for c in configs:  # a config in two sets runs once, at its first place
+        unique.setdefault(describe(c), c)
+    return [c for name, c in unique.items() if not match or re.search(match, name)]
 
 
 def main():

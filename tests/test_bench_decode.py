@@ -56,7 +56,8 @@ def test_config_arguments_name_the_seqlens():
 
 def test_match_selects_configs_by_their_printed_description():
     every = bench_decode.selected_configs("all", sq_sweep=True)
-    assert len(every) == 24 + 1 + 16
+    assert len(every) == 24 + 1 + 16 - 4  # the sweep's s_q 1 and 2 at sk8192 are FlashMLA configs
+    assert len({bench_decode.describe(c) for c in every}) == len(every)
     tensor_bound = bench_decode.selected_configs("flashmla", match=r"s_q2 h128 ")
     assert [c["mean_seqlen"] for c in tensor_bound] == [4096, 8192, 16384]
     assert all(c["s_q"] == 2 and c["h_q"] == 128 for c in tensor_bound)
