@@ -305,6 +305,9 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
     float row_max[2] = {-INFINITY, -INFINITY};
     float row_sum[2] = {0.f, 0.f};
 
+    Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
+    // Whether warpgroup 0 computed S of its page at the end of the last pair.
+    bool s_ready = false;
     for (int blk = range.begin; blk < range.end; blk += 2) {
       const int own_blk = blk + kWG;  // page a for warpgroup 0, page b for warpgroup 1
       constexpr int kOwnStage = kWG, kOtherStage = 1 - kWG;
@@ -313,18 +316,19 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
       // refilled itself (its V columns, freed early in the last pair), then the other's.
       constexpr int kKPerChunk = 64 / 16;
       constexpr int kOwnChunksBegin = kWG * kKPerChunk * 4, kOwnChunksEnd = kOwnChunksBegin + kKPerChunk * 4;
-      Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
       Tensor tSrK = stage_k(kOwnStage);
-      ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage][kWG], phase);
-      gemm_issue<kOwnChunksBegin, kOwnChunksEnd>(mma_qk, tSrQ, tSrK, tSrS, /*zero_init=*/true);
-      ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage][1 - kWG], phase);
-      if constexpr (kWG == 0) {
-        gemm_issue<kOwnChunksEnd, kChunks * kKPerChunk>(mma_qk, tSrQ, tSrK, tSrS, false);
-      } else {
-        gemm_issue<0, kOwnChunksBegin>(mma_qk, tSrQ, tSrK, tSrS, false);
-        gemm_issue<kOwnChunksEnd, kChunks * kKPerChunk>(mma_qk, tSrQ, tSrK, tSrS, false);
+      if (!s_ready) {
+        ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage][kWG], phase);
+        gemm_issue<kOwnChunksBegin, kOwnChunksEnd>(mma_qk, tSrQ, tSrK, tSrS, /*zero_init=*/true);
+        ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage][1 - kWG], phase);
+        if constexpr (kWG == 0) {
+          gemm_issue<kOwnChunksEnd, kChunks * kKPerChunk>(mma_qk, tSrQ, tSrK, tSrS, false);
+        } else {
+          gemm_issue<0, kOwnChunksBegin>(mma_qk, tSrQ, tSrK, tSrS, false);
+          gemm_issue<kOwnChunksEnd, kChunks * kKPerChunk>(mma_qk, tSrQ, tSrK, tSrS, false);
+        }
+        warpgroup_wait<0>();
       }
-      warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
       const int own_valid = seqlen - own_blk * kBlockN;
       const bool own_tail = own_valid > 0 && own_valid < kBlockN;
@@ -402,13 +406,33 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
       if constexpr (kWG == 1) {
         warpgroup_wait<1>();  // own page's P·V done: stage 1 is free for this warpgroup
         if (t.tid == 0 && to_load.valid(m)) refill_stage<Traits, 1, 1>(smem, tmap_kv, p, to_load);
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tOrO);
+        if (t.tid == 0 && to_load.valid(m)) refill_stage<Traits, 1, 0>(smem, tmap_kv, p, to_load);
+      } else {
+        // The next page a of this request: QK over the chunks warpgroup 0 refilled after P_a·V
+        // queues behind this P·V, so that the tensor pipe does not drain at the pair boundary.
+        // Only where a part has several M tiles: its pages then come from L2 and the tensor
+        // pipe sets the pace. With one M tile the wait for those chunks (from DRAM) would hold
+        // back this warpgroup's refill of stage 1, which warpgroup 1 waits for (measured:
+        // -1…-2% where q_rows > 64, +3% at h16 s_q1 without the condition; DESIGN, "Ninth").
+        s_ready = blk + 2 < range.end && p.q_rows > kBlockM;
+        if (s_ready) {
+          ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage][0], phase ^ 1);
+          gemm_issue<kOwnChunksBegin, kOwnChunksEnd>(mma_qk, tSrQ, tSrK, tSrS, /*zero_init=*/true);
+          warpgroup_wait<1>();  // this P·V done, the next QK's first batch may still run
+          warpgroup_fence_operand(tOrO);
+          if (t.tid == 0 && to_load.valid(m)) refill_stage<Traits, 0, 1>(smem, tmap_kv, p, to_load);
+          ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage][1], phase ^ 1);
+          gemm_issue<kOwnChunksEnd, kChunks * kKPerChunk>(mma_qk, tSrQ, tSrK, tSrS, false);
+          warpgroup_wait<0>();
+        } else {
+          warpgroup_wait<0>();
+          warpgroup_fence_operand(tOrO);
+          if (t.tid == 0 && to_load.valid(m)) refill_stage<Traits, 0, 1>(smem, tmap_kv, p, to_load);
+        }
       }
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(tOrO);
-      if (t.tid == 0 && to_load.valid(m)) {
-        refill_stage<Traits, kWG, kOtherStage>(smem, tmap_kv, p, to_load);
-        to_load = next_pair(m, p, to_load);
-      }
+      if (t.tid == 0 && to_load.valid(m)) to_load = next_pair(m, p, to_load);
       CUTE_UNROLL
       for (int j = 0; j < 2; ++j) row_max[j] = pair_max[j];
       phase ^= 1;
