@@ -104,10 +104,12 @@ __device__ __forceinline__ void gemm_issue(TiledMma& mma, FragA const& a, FragB 
 template <typename Traits, int kWG, int kStage>
 __device__ __forceinline__ void refill_stage(typename Traits::SharedStorage& smem, const CUtensorMap* tmap_kv,
                                              const DecodeParams& p, const PairCursor& c) {
-  // A page is read by one part's M tiles within a pair's time: evict it first, ahead of the
-  // split partials the combine reads back right after this grid (measured: skewed batch -5%;
-  // that the partials then stay in L2 is the intent, not yet shown; DESIGN, "Eighth session").
-  constexpr uint64_t kCacheHint = static_cast<uint64_t>(TMA::CacheHintSm90::EVICT_FIRST);
+  // With one M tile a page is read once: evict it first, ahead of the split partials the
+  // combine reads back right after this grid (measured: skewed batch -5%; DESIGN, "Eighth
+  // session"). With several, the part's other M tiles read it again from L2 (measured: h16
+  // s_q5 -4%, s_q6 -2% against evict-first; DESIGN, "Ninth session").
+  const uint64_t cache_hint = static_cast<uint64_t>(p.q_rows > kBlockM ? TMA::CacheHintSm90::EVICT_NORMAL
+                                                                       : TMA::CacheHintSm90::EVICT_FIRST);
   constexpr int kVChunks = kHeadDimV / 64 / kNumWarpgroups;
   constexpr bool kRope = kWG != kStage;
   const int blk = c.blk + kStage;
@@ -116,10 +118,10 @@ __device__ __forceinline__ void refill_stage(typename Traits::SharedStorage& sme
   ClusterTransactionBarrier::arrive_and_expect_tx(full, (kVChunks + kRope) * Traits::kChunkBytes);
   CUTE_UNROLL
   for (int chunk = kWG * kVChunks; chunk < (kWG + 1) * kVChunks; ++chunk) {
-    SM90_TMA_LOAD_3D::copy(tmap_kv, full, kCacheHint, smem.kv[kStage] + chunk * kBlockN * 64, chunk * 64, 0, page);
+    SM90_TMA_LOAD_3D::copy(tmap_kv, full, cache_hint, smem.kv[kStage] + chunk * kBlockN * 64, chunk * 64, 0, page);
   }
   if constexpr (kRope) {
-    SM90_TMA_LOAD_3D::copy(tmap_kv, full, kCacheHint, smem.kv[kStage] + kRopeChunk * kBlockN * 64, kRopeChunk * 64, 0,
+    SM90_TMA_LOAD_3D::copy(tmap_kv, full, cache_hint, smem.kv[kStage] + kRopeChunk * kBlockN * 64, kRopeChunk * 64, 0,
                            page);
   }
 }
