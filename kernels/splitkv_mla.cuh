@@ -222,15 +222,22 @@ __device__ __forceinline__ void exponentiate(FragS& s, const float (&max)[2], fl
   }
 }
 
-// P (times a per-row factor) as bf16/fp16 into a swizzled 64x64 tile at `tile`.
-template <typename Element, class FragS>
-__device__ __forceinline__ void store_p(char* tile, const FragS& s, const float (&factor)[2], const ThreadRows& t) {
+// P of this warpgroup's page, as 16 registers of two bf16/fp16 each in accumulator order (the
+// order the A operand takes them), into a swizzled 64x64 tile at `tile` by stmatrix: register
+// 4k+i is 8x8 matrix i of instruction k (rows +8 for odd i, column group 2k + i/2), and lane l
+// gives the address of row l % 8 of matrix l / 8.
+template <typename Element>
+__device__ __forceinline__ void store_p(char* tile, const uint32_t (&packed)[16], const ThreadRows& t) {
+  const int matrix = t.lane / 8;
+  const int row = (t.tid / 32) * 16 + (matrix % 2) * 8 + t.lane % 8;
+  const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(tile));
   CUTE_UNROLL
-  for (int e = 0; e < size(s); e += 2) {
-    const int j = (e / 2) % 2;
-    const int row = t.row0 + 8 * j, col = (e / 4) * 8 + t.col0;
-    *reinterpret_cast<uint32_t*>(tile + swizzled_offset(row, col, sizeof(Element))) =
-        pack2<Element>(s(e) * factor[j], s(e + 1) * factor[j]);
+  for (int k = 0; k < 4; ++k) {
+    const int col = (2 * k + matrix / 2) * 8;
+    asm volatile("stmatrix.sync.aligned.x4.m8n8.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(
+                     base + swizzled_offset(row, col, sizeof(Element))),
+                 "r"(packed[4 * k]), "r"(packed[4 * k + 1]), "r"(packed[4 * k + 2]), "r"(packed[4 * k + 3])
+                 : "memory");
   }
 }
 
@@ -355,14 +362,15 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
       for (int j = 0; j < 2; ++j) row_sum[j] = row_sum[j] * own_factor[j] + sum[j];
       rescale_rows(tOrO, own_factor);
       // P as the A operand: the accumulator and A-fragment orders coincide, two per register.
+      uint32_t p_packed[16];
+      static_assert(decltype(size(tOrPOwnPacked))::value == 16, "P of a page is 16 registers a thread");
       CUTE_UNROLL
-      for (int i = 0; i < size(tOrPOwnPacked); ++i) tOrPOwnPacked(i) = pack2<Element>(tSrS(2 * i), tSrS(2 * i + 1));
+      for (int i = 0; i < 16; ++i) tOrPOwnPacked(i) = p_packed[i] = pack2<Element>(tSrS(2 * i), tSrS(2 * i + 1));
       warpgroup_fence_operand(tOrPOwnPacked);
 
       if constexpr (kWG == 1) {
         // P_b is already at the pair's final scale: hand it over as is.
-        const float one[2] = {1.f, 1.f};
-        store_p<Element>(stage_p_bytes(kOwnStage), tSrS, one, t);
+        store_p<Element>(stage_p_bytes(kOwnStage), p_packed, t);
         cutlass::arch::fence_view_async_shared();
         named_arrive(Barrier::kPB);
       }
@@ -382,7 +390,9 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
           to_b[j] = rescale_factor(pair_max[j], max_b);
           pair_max[j] = max_b;
         }
-        store_p<Element>(stage_p_bytes(kOwnStage), tSrS, to_b, t);
+        CUTE_UNROLL
+        for (int i = 0; i < 16; ++i) p_packed[i] = pack2<Element>(tSrS(2 * i) * to_b[i % 2], tSrS(2 * i + 1) * to_b[i % 2]);
+        store_p<Element>(stage_p_bytes(kOwnStage), p_packed, t);
         cutlass::arch::fence_view_async_shared();
         named_arrive(Barrier::kPA);
         warpgroup_wait<0>();
