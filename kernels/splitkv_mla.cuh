@@ -427,7 +427,7 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
         // Only where a part has several M tiles: its pages then come from L2 and the tensor
         // pipe sets the pace. With one M tile the wait for those chunks (from DRAM) would hold
         // back this warpgroup's refill of stage 1, which warpgroup 1 waits for (measured:
-        // -1…-2% where q_rows > 64, +3% at h16 s_q1 without the condition; DESIGN, "Ninth").
+        // -1…-2% where q_rows > 64, +3% at h16 s_q1 without the condition; DESIGN, "Ninth session").
         s_ready = blk + 2 < range.end && p.q_rows > kBlockM;
         if (s_ready) {
           ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage][0], phase ^ 1);
