@@ -391,7 +391,9 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
           pair_max[j] = max_b;
         }
         CUTE_UNROLL
-        for (int i = 0; i < 16; ++i) p_packed[i] = pack2<Element>(tSrS(2 * i) * to_b[i % 2], tSrS(2 * i + 1) * to_b[i % 2]);
+        for (int i = 0; i < 16; ++i) {
+          p_packed[i] = pack2<Element>(tSrS(2 * i) * to_b[i % 2], tSrS(2 * i + 1) * to_b[i % 2]);
+        }
         store_p<Element>(stage_p_bytes(kOwnStage), p_packed, t);
         cutlass::arch::fence_view_async_shared();
         named_arrive(Barrier::kPA);
