@@ -321,21 +321,28 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
       const int own_blk = blk + kWG;  // page a for warpgroup 0, page b for warpgroup 1
       constexpr int kOwnStage = kWG, kOtherStage = 1 - kWG;
 
-      // S of the own page (K = 576 from shared memory). First the chunks this warpgroup
-      // refilled itself (its V columns, freed early in the last pair), then the other's.
+      // S of the own page (K = 576 from shared memory) in two batches, each issued once its
+      // chunks have landed (barrier phase `ph`): first the chunks this warpgroup refilled
+      // itself (its V columns, freed early in the last pair), then the other's.
       constexpr int kKPerChunk = 64 / 16;
       constexpr int kOwnChunksBegin = kWG * kKPerChunk * 4, kOwnChunksEnd = kOwnChunksBegin + kKPerChunk * 4;
       Tensor tSrK = stage_k(kOwnStage);
-      if (!s_ready) {
-        ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage][kWG], phase);
+      auto issue_qk_own_chunks = [&](uint32_t ph) {
+        ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage][kWG], ph);
         gemm_issue<kOwnChunksBegin, kOwnChunksEnd>(mma_qk, tSrQ, tSrK, tSrS, /*zero_init=*/true);
-        ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage][1 - kWG], phase);
+      };
+      auto issue_qk_other_chunks = [&](uint32_t ph) {
+        ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage][1 - kWG], ph);
         if constexpr (kWG == 0) {
           gemm_issue<kOwnChunksEnd, kChunks * kKPerChunk>(mma_qk, tSrQ, tSrK, tSrS, false);
         } else {
           gemm_issue<0, kOwnChunksBegin>(mma_qk, tSrQ, tSrK, tSrS, false);
           gemm_issue<kOwnChunksEnd, kChunks * kKPerChunk>(mma_qk, tSrQ, tSrK, tSrS, false);
         }
+      };
+      if (!s_ready) {
+        issue_qk_own_chunks(phase);
+        issue_qk_other_chunks(phase);
         warpgroup_wait<0>();
       }
       warpgroup_fence_operand(tSrS);
@@ -432,13 +439,11 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
         // -1…-2% where q_rows > 64, +3% at h16 s_q1 without the condition; DESIGN, "Ninth session").
         s_ready = blk + 2 < range.end && p.q_rows > kBlockM;
         if (s_ready) {
-          ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage][0], phase ^ 1);
-          gemm_issue<kOwnChunksBegin, kOwnChunksEnd>(mma_qk, tSrQ, tSrK, tSrS, /*zero_init=*/true);
+          issue_qk_own_chunks(phase ^ 1);
           warpgroup_wait<1>();  // this P·V done, the next QK's first batch may still run
           warpgroup_fence_operand(tOrO);
           if (t.tid == 0 && to_load.valid(m)) refill_stage<Traits, 0, 1>(smem, tmap_kv, p, to_load);
-          ClusterTransactionBarrier::wait(&smem.kv_full[kOwnStage][1], phase ^ 1);
-          gemm_issue<kOwnChunksEnd, kChunks * kKPerChunk>(mma_qk, tSrQ, tSrK, tSrS, false);
+          issue_qk_other_chunks(phase ^ 1);
           warpgroup_wait<0>();
         } else {
           warpgroup_wait<0>();
