@@ -27,6 +27,8 @@ NVCC_FLAGS = [
 ]
 if os.environ.get("MLA_PTXAS_VERBOSE"):
     NVCC_FLAGS.append("-Xptxas=-v")
+# Diagnosis build: in-kernel globaltimer stamps (kernels/timeline.h, benchmarks/timeline_decode.py).
+TIMELINE_FLAGS = ["-DMLA_TIMELINE"] if os.environ.get("MLA_TIMELINE") else []
 
 ext = CUDAExtension(
     name="mla_backend._C",
@@ -39,8 +41,8 @@ ext = CUDAExtension(
     ],
     include_dirs=[str(ROOT / "kernels"), str(CUTLASS_INCLUDE)],
     extra_compile_args={
-        "cxx": ["-O3", "-std=c++17"],
-        "nvcc": NVCC_FLAGS,
+        "cxx": ["-O3", "-std=c++17", *TIMELINE_FLAGS],
+        "nvcc": NVCC_FLAGS + TIMELINE_FLAGS,
     },
     py_limited_api=True,
 )

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "kernels.h"
 #include "params.h"
+#include "timeline.h"
 
 namespace mla {
 namespace {
@@ -54,6 +55,21 @@ std::tuple<at::Tensor, at::Tensor> get_mla_metadata(const at::Tensor& cache_seql
 
 // Tensor map over k_cache [num_blocks, 64, 1, 576]: boxes of 64 columns x 64 tokens
 // x one page, written to shared memory with the 128-byte swizzle.
+#ifdef MLA_TIMELINE
+// The stamps of the last fwd_kvcache call (timeline.h), for benchmarks/timeline_decode.py.
+at::Tensor g_timeline, g_timeline_combine;
+
+void attach_timeline(DecodeParams& p, int64_t lanes, const at::TensorOptions& options) {
+  g_timeline = at::zeros({lanes, kTimelineStamps, 2}, options.dtype(at::kLong));
+  g_timeline_combine = at::full({kCombineStamps}, INT64_MAX, options.dtype(at::kLong));
+  g_timeline_combine.narrow(0, 2, 1).zero_();
+  p.timeline = g_timeline.data_ptr<int64_t>();
+  p.timeline_combine = g_timeline_combine.data_ptr<int64_t>();
+}
+
+std::tuple<at::Tensor, at::Tensor> last_timeline() { return {g_timeline, g_timeline_combine}; }
+#endif
+
 CUtensorMap make_kv_tensor_map(const at::Tensor& k_cache) {
   static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
     void* fn = nullptr;
@@ -137,6 +153,9 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache(const at::Tensor& q, const at::Te
   const int num_m_blocks = ceil_div(q_rows, kBlockM);
   auto stream = c10::cuda::getCurrentCUDAStream();
   const int sms = num_sms(q);
+#ifdef MLA_TIMELINE
+  attach_timeline(p, int64_t(num_m_blocks) * num_parts * kNumWarpgroups, q.options());
+#endif
   if (q.scalar_type() == at::kBFloat16) {
     run_splitkv_mla<cutlass::bfloat16_t>(p, tmap, num_m_blocks, num_parts, stream);
     run_combine<__nv_bfloat16>(p, num_parts, sms, stream);
@@ -153,5 +172,9 @@ TORCH_LIBRARY_IMPL(mla_backend, CUDA, m) {
   m.impl("get_mla_metadata", &get_mla_metadata);
   m.impl("fwd_kvcache", &fwd_kvcache);
 }
+
+#ifdef MLA_TIMELINE
+TORCH_LIBRARY_FRAGMENT(mla_backend, m) { m.def("last_timeline() -> (Tensor, Tensor)", &last_timeline); }
+#endif
 
 }  // namespace mla

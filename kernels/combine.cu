@@ -7,6 +7,7 @@
 #include "config.h"
 #include "kernels.h"
 #include "params.h"
+#include "timeline.h"
 
 namespace mla {
 
@@ -70,9 +71,11 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
   const int row_in_block = warp / kWarpsPerRow, subset = warp % kWarpsPerRow;
   const int q_row = min(blockIdx.y * kCombineRowsPerBlock + row_in_block, p.q_rows - 1);
   const int col = blockIdx.z * kSlicesPerWarp * 128 + lane * 4;
+  combine_stamp(p, 0);
   // Launched early (programmatic dependent launch): wait until the main kernel's
   // partials are written.
   cudaGridDependencySynchronize();
+  combine_stamp(p, 1);
   const int req = combined_request(p, by_part);
   if (req < 0) return;
   const int first_split = p.num_splits[req];
@@ -164,6 +167,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
     const int s = q_row / p.num_heads_q, h = q_row % p.num_heads_q;
     p.lse[(int64_t(req) * p.num_heads_q + h) * p.seqlen_q + s] = lse * float(M_LN2);
   }
+  combine_stamp(p, 2);
 }
 
 template <typename Element, int kWarpsPerRow, int kSlicesPerWarp>

@@ -38,6 +38,10 @@ struct DecodeParams {
 
   const PartMetadata* metadata;
   const int* num_splits;  // [batch + 1], cumulative
+#ifdef MLA_TIMELINE
+  int64_t* timeline;          // [parts * M tiles * 2, kTimelineStamps, 2] (timeline.h)
+  int64_t* timeline_combine;  // [kCombineStamps]
+#endif
 };
 
 }  // namespace mla

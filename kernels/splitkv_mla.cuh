@@ -14,6 +14,7 @@
 #include <cutlass/arch/barrier.h>
 
 #include "params.h"
+#include "timeline.h"
 #include "traits.h"
 
 namespace mla {
@@ -251,7 +252,7 @@ __device__ __forceinline__ void rescale_rows(FragO& o, const float (&factor)[2])
 
 template <typename Traits, int kWG>
 __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap* tmap_kv, const DecodeParams& p,
-                        const PartMetadata& m, int m_block) {
+                        const PartMetadata& m, int m_block, TimelineLane& stamp) {
   using Element = typename Traits::Element;
   constexpr int kDv = Traits::kHeadDimVPerWarpgroup;  // O columns of this warpgroup
   constexpr Barrier kTailZeroed = kWG == 0 ? Barrier::kTailZeroed0 : Barrier::kTailZeroed1;
@@ -294,6 +295,7 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
     load_q<Traits>(smem, p, req, m_block);
     cutlass::arch::fence_view_async_shared();
     named_sync(Barrier::kQReady);
+    stamp(Stamp::kQReady, req);
 
     // Row r (query token s) sees keys [0, key_limit): the causal window ends at
     // seqlen - s_q + 1 + s, and this part's pages end at range.end (the missing page b of
@@ -345,6 +347,7 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
         issue_qk_other_chunks(phase);
         warpgroup_wait<0>();
       }
+      stamp(Stamp::kSReady, blk);
       warpgroup_fence_operand(tSrS);
       const int own_valid = seqlen - own_blk * kBlockN;
       const bool own_tail = own_valid > 0 && own_valid < kBlockN;
@@ -455,6 +458,7 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
       CUTE_UNROLL
       for (int j = 0; j < 2; ++j) row_max[j] = pair_max[j];
       phase ^= 1;
+      stamp(Stamp::kPairEnd, blk);
     }
 
     // Epilogue: the row sum is split across the quad and across the two warpgroups.
@@ -497,6 +501,7 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
         }
       }
     }
+    stamp(Stamp::kStored, is_split);
   }
 }
 
@@ -509,6 +514,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   // The combine kernel may launch now: it waits for this grid to finish before reading,
   // so only its launch and prologue overlap this kernel's tail.
   cudaTriggerProgrammaticLaunchCompletion();
+  TimelineLane stamp(p, threadIdx.x / 128, threadIdx.x % 128 == 0);
+  stamp(Stamp::kEntry, blockIdx.y);
   const PartMetadata m = p.metadata[blockIdx.y];
   if (m.begin_req >= p.batch) return;  // an empty part
 
@@ -522,11 +529,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     cute::prefetch_tma_descriptor(&tmap_kv);
   }
   __syncthreads();
+  stamp(Stamp::kStart, blockIdx.x);
 
   if (threadIdx.x < 128) {
-    consume<Traits, 0>(smem, &tmap_kv, p, m, blockIdx.x);
+    consume<Traits, 0>(smem, &tmap_kv, p, m, blockIdx.x, stamp);
   } else {
-    consume<Traits, 1>(smem, &tmap_kv, p, m, blockIdx.x);
+    consume<Traits, 1>(smem, &tmap_kv, p, m, blockIdx.x, stamp);
   }
 }
 

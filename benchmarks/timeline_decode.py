@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Where one decode call's time goes, from in-kernel %globaltimer stamps (kernels/timeline.h).
+
+Needs the diagnosis build, which is a separate `_C.abi3.so`:
+
+    MLA_TIMELINE=1 python3 setup.py build_ext --inplace      # in a copy of the checkout
+    PYTHONPATH=COPY python3 benchmarks/timeline_decode.py --seqlens 4641,45118,1730,1696 --s-q 4 --h-q 16
+
+Each call runs after a 256 MB L2 flush, as in `triton.testing.do_bench`. Per call, the phases of
+every (part, M tile, warpgroup) lane measured from the first CTA's entry: entry (launch ramp), Q
+in, first S, pair steps, the epilogue's stores, the end; then the combine's entry, its return
+from the grid-dependency wait, and its end. (The diagnosis build allocates its stamp buffers in
+every call, so the op's own wall time is not representative and is not reported.)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+
+import mla_backend
+from bench_decode import add_config_args, config_seqlens
+from mla_backend.testing import make_decode_inputs
+
+# Stamp ids of kernels/timeline.h.
+ENTRY, START, Q_READY, S_READY, PAIR_END, STORED = range(6)
+
+
+def decode_lane(records: torch.Tensor) -> list[tuple[int, int, int, int]]:
+    """(ns, stamp, smid, arg) of one lane's recorded stamps, in order."""
+    out = []
+    for ns, word in records.tolist():
+        if ns == 0:
+            break
+        out.append((ns, word & 0xFF, (word >> 8) & 0xFFFF, word >> 24))
+    return out
+
+
+def call_phases(lanes: list[list[tuple]], combine: list[int]) -> dict:
+    """Phase times in µs of one call, each lane's from its own stamps, all offsets from the first entry."""
+    t0 = min(lane[0][0] for lane in lanes if lane)
+    us = lambda ns: (ns - t0) / 1e3  # noqa: E731
+    phases = {k: [] for k in ("entry", "q_in", "first_s", "pair", "epilogue", "end", "pairs_per_lane")}
+    for lane in lanes:
+        if not lane:
+            continue
+        by = lambda s: [r[0] for r in lane if r[1] == s]  # noqa: E731
+        phases["entry"].append(us(lane[0][0]))
+        q, s, pairs, stored = by(Q_READY), by(S_READY), by(PAIR_END), by(STORED)
+        if q:
+            phases["q_in"].append((q[0] - lane[0][0]) / 1e3)
+        if q and s:
+            phases["first_s"].append((s[0] - q[0]) / 1e3)
+        phases["pair"] += [(b - a) / 1e3 for a, b in zip(pairs, pairs[1:])]
+        if pairs and stored:
+            phases["epilogue"].append((stored[-1] - pairs[-1]) / 1e3)
+        phases["end"].append(us(lane[-1][0]))
+        phases["pairs_per_lane"].append(len(pairs))
+    main_end = max(phases["end"])
+    combine_us = {name: us(ns) for name, ns in zip(("combine_entry", "combine_waited", "combine_end"), combine)
+                  if 0 < ns < 2**62}
+    return {"phases": phases, "main_end": main_end, **combine_us}
+
+
+def critical_lane(lanes: list[list[tuple]]) -> list[tuple]:
+    return max((lane for lane in lanes if lane), key=lambda lane: lane[-1][0])
+
+
+def summarize(values: list[float]) -> str:
+    if not values:
+        return "-"
+    v = sorted(values)
+    return f"min {v[0]:6.2f} med {statistics.median(v):6.2f} max {v[-1]:6.2f}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    parser.add_argument("--calls", type=int, default=10, help="timed calls after 10 warm-up calls")
+    parser.add_argument("--json", help="write every call's raw stamps here")
+    args = parser.parse_args()
+    if not hasattr(torch.ops.mla_backend, "last_timeline"):
+        raise SystemExit("mla_backend._C is not the MLA_TIMELINE=1 build (see this script's docstring)")
+
+    seqlens = config_seqlens(args)
+    inp = make_decode_inputs(seqlens, args.s_q, args.h_q, device="cuda", seed=1)
+    tsm, splits = mla_backend.get_mla_metadata(inp.cache_seqlens, args.s_q * args.h_q, 1)
+    run = lambda: mla_backend.flash_mla_with_kvcache(  # noqa: E731
+        inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512, tsm, splits, causal=args.s_q > 1,
+        check_seqlens=False)
+    flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
+    for _ in range(10):
+        run()
+    calls, raw = [], []
+    for _ in range(args.calls):
+        flush.zero_()
+        run()
+        torch.cuda.synchronize()
+        stamps, combine = (t.cpu() for t in torch.ops.mla_backend.last_timeline())
+        lanes = [decode_lane(stamps[i]) for i in range(stamps.shape[0])]
+        calls.append(call_phases(lanes, combine.tolist()))
+        raw.append({"lanes": lanes, "combine": combine.tolist()})
+
+    print(f"# b{len(seqlens)} s_q{args.s_q} h{args.h_q}, {tsm.shape[0]} parts, {splits[-1].item()} pieces, "
+          f"{args.calls} calls; µs from the first CTA's entry")
+    for k in ("main_end", "combine_entry", "combine_waited", "combine_end"):
+        print(f"{k:<16} {summarize([c[k] for c in calls if k in c])}")
+    merged = {k: [v for c in calls for v in c["phases"][k]] for k in calls[0]["phases"]}
+    for k, v in merged.items():
+        print(f"lane {k:<14} {summarize(v)}  (over all lanes and calls)")
+    lane = critical_lane(raw[-1]["lanes"])
+    t0 = min(ln[0][0] for ln in raw[-1]["lanes"] if ln)
+    names = ["entry", "start", "q_ready", "s_ready", "pair_end", "stored"]
+    shown = lane if len(lane) <= 24 else lane[:16] + lane[-6:]
+    print("last call's latest lane (" + ("all" if shown is lane else "first 16 and last 6") + " stamps): "
+          + ", ".join(f"{names[s]}({a}) {(ns - t0) / 1e3:.2f}" for ns, s, _, a in shown))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"seqlens": seqlens, "s_q": args.s_q, "h_q": args.h_q, "calls": raw}, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""benchmarks/timeline_decode.py's reading of kernel stamps (kernels/timeline.h), on synthetic records."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture
+def timeline(monkeypatch):
+    bench_dir = Path(__file__).resolve().parent.parent / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench_dir))
+    spec = importlib.util.spec_from_file_location("timeline_decode", bench_dir / "timeline_decode.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_decode_lane_unpacks_and_stops_at_the_first_empty_record(timeline):
+    records = torch.zeros(4, 2, dtype=torch.long)
+    records[0] = torch.tensor([1_000, timeline.Q_READY | 7 << 8 | 9 << 24])
+    records[1] = torch.tensor([2_000, timeline.STORED | 131 << 8 | 1 << 24])
+    records[3] = torch.tensor([9_000, timeline.ENTRY])  # after an empty record: not read
+    assert timeline.decode_lane(records) == [(1_000, timeline.Q_READY, 7, 9), (2_000, timeline.STORED, 131, 1)]
+
+
+def test_call_phases(timeline):
+    t = timeline
+    busy = [(1_000, t.ENTRY, 3, 0), (1_500, t.START, 3, 0), (3_000, t.Q_READY, 3, 0), (4_000, t.S_READY, 3, 0),
+            (5_000, t.PAIR_END, 3, 0), (5_100, t.S_READY, 3, 2), (6_000, t.PAIR_END, 3, 2), (7_000, t.STORED, 3, 1)]
+    empty = [(1_200, t.ENTRY, 5, 1)]
+    call = t.call_phases([busy, [], empty], [2_000, 7_500, 9_000])
+    phases = call["phases"]
+    assert phases["entry"] == [0.0, 0.2]
+    assert phases["q_in"] == [2.0] and phases["first_s"] == [1.0]
+    assert phases["pair"] == [1.0] and phases["epilogue"] == [1.0]
+    assert phases["end"] == [6.0, 0.2] and phases["pairs_per_lane"] == [2, 0]
+    assert call["main_end"] == 6.0
+    assert (call["combine_entry"], call["combine_waited"], call["combine_end"]) == (1.0, 6.5, 8.0)
+    # Combine slots never written keep their initial values and are left out.
+    assert "combine_end" not in t.call_phases([busy], [2_000, 7_500, 0])
+    assert t.critical_lane([busy, [], empty]) is busy
