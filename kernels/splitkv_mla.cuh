@@ -243,6 +243,28 @@ __device__ __forceinline__ void store_p(char* tile, const uint32_t (&packed)[16]
   }
 }
 
+// Within each quad, lane c ends with v[c] of lanes 0..3, in lane order: pairs are swapped
+// with lane ^ 2, then single entries with lane ^ 1.
+__device__ __forceinline__ void quad_transpose(uint32_t (&v)[4], int lane) {
+  const bool upper = lane & 2, odd = lane & 1;
+  uint32_t a = upper ? v[0] : v[2], b = upper ? v[1] : v[3];
+  a = __shfl_xor_sync(0xffffffff, a, 2);
+  b = __shfl_xor_sync(0xffffffff, b, 2);
+  // Selects, not a computed index: that would put v in local memory.
+  v[0] = upper ? a : v[0];
+  v[1] = upper ? b : v[1];
+  v[2] = upper ? v[2] : a;
+  v[3] = upper ? v[3] : b;
+  a = odd ? v[0] : v[1];
+  b = odd ? v[2] : v[3];
+  a = __shfl_xor_sync(0xffffffff, a, 1);
+  b = __shfl_xor_sync(0xffffffff, b, 1);
+  v[0] = odd ? a : v[0];
+  v[1] = odd ? v[1] : a;
+  v[2] = odd ? b : v[2];
+  v[3] = odd ? v[3] : b;
+}
+
 template <class FragO>
 __device__ __forceinline__ void rescale_rows(FragO& o, const float (&factor)[2]) {
   if (factor[0] != 1.f || factor[1] != 1.f) {
@@ -478,16 +500,22 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
     const int first_split = p.num_splits[req];
     const bool is_split = p.num_splits[req + 1] - first_split > 1;
     const int split_idx = first_split + (req == m.begin_req ? m.begin_split : 0);
+    // A quad holds 8 consecutive columns of its row per accumulator group k (two a lane).
+    // In fp32 that is a whole 32-byte sector a row per store. In 16 bits it is half of one,
+    // so there the quad is transposed over groups 4m..4m+3 first: each lane then holds one
+    // whole group, and the quad stores 32 consecutive columns at once (measured: DESIGN,
+    // "Tenth session"). All lanes shuffle; rows past q_rows only skip the stores.
     CUTE_UNROLL
     for (int j = 0; j < 2; ++j) {
       const int r = t.row0 + 8 * j;
       const int q_row = m_block * kBlockM + r;
-      if (q_row >= p.q_rows) continue;
+      const bool row_valid = q_row < p.q_rows;
       const float sum = smem.row_sum[0][r] + smem.row_sum[1][r];
       const float inv_sum = sum > 0.f ? 1.f / sum : 0.f;
       // log2-domain LSE; -inf for a row that saw no key.
       const float lse2 = sum > 0.f ? row_max[j] + __log2f(sum) : -INFINITY;
       if (is_split) {
+        if (!row_valid) continue;
         float* o = p.out_accum + (int64_t(split_idx) * p.q_rows + q_row) * kHeadDimV + kWG * kDv + t.col0;
         CUTE_UNROLL
         for (int e = 2 * j; e < size(tOrO); e += 4) {
@@ -495,12 +523,20 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
         }
         if (kWG == 0 && t.lane % 4 == 0) p.lse_accum[int64_t(split_idx) * p.q_rows + q_row] = lse2;
       } else {
-        Element* o = static_cast<Element*>(p.out) + (int64_t(req) * p.q_rows + q_row) * kHeadDimV + kWG * kDv + t.col0;
+        Element* o =
+            static_cast<Element*>(p.out) + (int64_t(req) * p.q_rows + q_row) * kHeadDimV + kWG * kDv + 8 * (t.lane % 4);
         CUTE_UNROLL
-        for (int e = 2 * j; e < size(tOrO); e += 4) {
-          *reinterpret_cast<uint32_t*>(o + (e / 4) * 8) = pack2<Element>(tOrO(e) * inv_sum, tOrO(e + 1) * inv_sum);
+        for (int m = 0; m < kDv / 32; ++m) {
+          uint32_t pairs[4];
+          CUTE_UNROLL
+          for (int i = 0; i < 4; ++i) {
+            const int e = 2 * j + 4 * (4 * m + i);
+            pairs[i] = pack2<Element>(tOrO(e) * inv_sum, tOrO(e + 1) * inv_sum);
+          }
+          quad_transpose(pairs, t.lane);
+          if (row_valid) *reinterpret_cast<uint4*>(o + 32 * m) = make_uint4(pairs[0], pairs[1], pairs[2], pairs[3]);
         }
-        if (kWG == 0 && t.lane % 4 == 0) {
+        if (kWG == 0 && t.lane % 4 == 0 && row_valid) {
           const int s = q_row / p.num_heads_q, h = q_row % p.num_heads_q;
           p.lse[(int64_t(req) * p.num_heads_q + h) * p.seqlen_q + s] = lse2 * float(M_LN2);
         }
