@@ -8,9 +8,10 @@ Needs the diagnosis build, which is a separate `_C.abi3.so`:
 
 Each call runs after a 256 MB L2 flush, as in `triton.testing.do_bench`. Per call, the phases of
 every (part, M tile, warpgroup) lane measured from the first CTA's entry: entry (launch ramp), Q
-in, first S, pair steps, the epilogue's stores, the end; then the combine's entry, its return
-from the grid-dependency wait, and its end. (The diagnosis build allocates its stamp buffers in
-every call, so the op's own wall time is not representative and is not reported.)
+in, first S, pair steps, the epilogue's stores, the next request's Q (at a request boundary
+inside a part), the end; then the combine's entry, its return from the grid-dependency wait, and
+its end. (The diagnosis build allocates its stamp buffers in every call, so the op's own wall
+time is not representative and is not reported.)
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def call_phases(lanes: list[list[tuple]], combine: list[int]) -> dict:
     """Phase times in µs of one call, each lane's from its own stamps, all offsets from the first entry."""
     t0 = min(lane[0][0] for lane in lanes if lane)
     us = lambda ns: (ns - t0) / 1e3  # noqa: E731
-    phases = {k: [] for k in ("entry", "q_in", "first_s", "pair", "epilogue", "end", "pairs_per_lane")}
+    phases = {k: [] for k in ("entry", "q_in", "first_s", "pair", "epilogue", "next_q", "end", "pairs_per_lane")}
     for lane in lanes:
         if not lane:
             continue
@@ -56,6 +57,8 @@ def call_phases(lanes: list[list[tuple]], combine: list[int]) -> dict:
         phases["pair"] += [(b - a) / 1e3 for a, b in zip(pairs, pairs[1:])]
         if pairs and stored:
             phases["epilogue"].append((stored[-1] - pairs[-1]) / 1e3)
+        # A request boundary inside the part: its stores issued → the next request's Q ready.
+        phases["next_q"] += [(b - a) / 1e3 for a, b in zip(stored, q[1:])]
         phases["end"].append(us(lane[-1][0]))
         phases["pairs_per_lane"].append(len(pairs))
     main_end = max(phases["end"])

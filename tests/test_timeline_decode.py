@@ -35,8 +35,13 @@ def test_call_phases(timeline):
     assert phases["q_in"] == [2.0] and phases["first_s"] == [1.0]
     assert phases["pair"] == [1.0] and phases["epilogue"] == [1.0]
     assert phases["end"] == [6.0, 0.2] and phases["pairs_per_lane"] == [2, 0]
+    assert phases["next_q"] == []
     assert call["main_end"] == 6.0
     assert (call["combine_entry"], call["combine_waited"], call["combine_end"]) == (1.0, 6.5, 8.0)
     # Combine slots never written keep their initial values and are left out.
     assert "combine_end" not in t.call_phases([busy], [2_000, 7_500, 0])
     assert t.critical_lane([busy, [], empty]) is busy
+    # Two requests in one part: the boundary is measured from the first one's stores.
+    second = [(7_400, t.Q_READY, 3, 1), (8_000, t.S_READY, 3, 0), (9_000, t.PAIR_END, 3, 0), (9_500, t.STORED, 3, 0)]
+    phases = t.call_phases([busy + second], [0, 0, 0])["phases"]
+    assert phases["next_q"] == [0.4] and phases["q_in"] == [2.0] and phases["pairs_per_lane"] == [3]
