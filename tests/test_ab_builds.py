@@ -1,11 +1,7 @@
 """The run order and summary of benchmarks/ab_builds.py (no GPU needed)."""
-import importlib.util
-from pathlib import Path
+from benchmark_scripts import load
 
-_spec = importlib.util.spec_from_file_location("ab_builds", Path(__file__).resolve().parent.parent
-                                               / "benchmarks" / "ab_builds.py")
-ab_builds = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ab_builds)
+ab_builds = load("ab_builds")
 
 
 def test_builds_take_turns():

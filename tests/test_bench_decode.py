@@ -1,11 +1,7 @@
 """The timing order of benchmarks/bench_decode.py (no GPU needed)."""
-import importlib.util
-from pathlib import Path
+from benchmark_scripts import load
 
-_spec = importlib.util.spec_from_file_location("bench_decode", Path(__file__).resolve().parent.parent
-                                               / "benchmarks" / "bench_decode.py")
-bench_decode = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_decode)
+bench_decode = load("bench_decode")
 
 
 def test_every_implementation_is_timed_first_in_turn():

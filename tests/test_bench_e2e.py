@@ -1,11 +1,7 @@
 """The run order and the medians of benchmarks/bench_e2e.py (no vLLM needed)."""
-import importlib.util
-from pathlib import Path
+from benchmark_scripts import load
 
-_spec = importlib.util.spec_from_file_location("bench_e2e", Path(__file__).resolve().parent.parent
-                                               / "benchmarks" / "bench_e2e.py")
-bench_e2e = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_e2e)
+bench_e2e = load("bench_e2e")
 
 
 def test_each_backend_goes_first_once_per_rotation():

@@ -1,18 +1,12 @@
 """The trace summary of benchmarks/profile_e2e.py, on a synthetic torch-profiler trace."""
 import gzip
-import importlib.util
 import json
-from pathlib import Path
-
-import sys
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))  # profile_e2e imports bench_e2e, as when run as a script
-_spec = importlib.util.spec_from_file_location("profile_e2e", BENCHMARKS / "profile_e2e.py")
-profile_e2e = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(profile_e2e)
+from benchmark_scripts import load
+
+profile_e2e = load("profile_e2e")  # it imports bench_e2e, as when run as a script
 
 
 def kernel(name, ts, dur):

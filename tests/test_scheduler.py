@@ -1,8 +1,6 @@
 """Properties of the tile-scheduler metadata, through its Python model and the CPU op."""
-import importlib.util
 import random
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +9,8 @@ import torch
 import mla_backend
 from mla_backend import reference
 from mla_backend.reference import PAGE_SIZE, schedule_parts
+
+from benchmark_scripts import load
 
 
 def pieces_of(rows, seqlens):
@@ -146,14 +146,8 @@ def test_decode_schedule_takes_device_strings():
 
 
 @pytest.fixture
-def ab_schedule(monkeypatch):
-    """benchmarks/ab_schedule.py as a module, its folder on sys.path as when run as a script."""
-    bench_dir = Path(__file__).resolve().parent.parent / "benchmarks"
-    monkeypatch.syspath_prepend(str(bench_dir))
-    spec = importlib.util.spec_from_file_location("ab_schedule", bench_dir / "ab_schedule.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def ab_schedule():
+    return load("ab_schedule")
 
 
 def test_ab_schedule_metadata(ab_schedule):
@@ -189,7 +183,7 @@ def test_ab_schedule_runs_through_the_reference_path(ab_schedule, monkeypatch, c
     ab.main()
     lines = capsys.readouterr().out.splitlines()
     pour, model = (next(line for line in lines if line.startswith(s)) for s in ("pour+parts=66", "model+parts=66"))
-    from bench_decode import config_seqlens  # on sys.path through the fixture
+    from bench_decode import config_seqlens  # benchmarks/ is on sys.path through load()
 
     seqlens = config_seqlens(SimpleNamespace(e2e_batch=64, seqlens=None))
     splits = schedule_parts(seqlens, 66, whole_requests=False)[1]

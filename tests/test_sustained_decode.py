@@ -1,14 +1,9 @@
 """The clock and power bookkeeping of benchmarks/sustained_decode.py (no GPU needed)."""
 import datetime
-import importlib.util
-import sys
-from pathlib import Path
 
-_bench = Path(__file__).resolve().parent.parent / "benchmarks"
-sys.path.insert(0, str(_bench))
-_spec = importlib.util.spec_from_file_location("sustained_decode", _bench / "sustained_decode.py")
-sustained_decode = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sustained_decode)
+from benchmark_scripts import load
+
+sustained_decode = load("sustained_decode")
 
 
 def test_samples_are_parsed_and_malformed_lines_skipped():

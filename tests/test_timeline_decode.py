@@ -1,19 +1,12 @@
 """benchmarks/timeline_decode.py's reading of kernel stamps (kernels/timeline.h), on synthetic records."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from benchmark_scripts import load
 
 
 @pytest.fixture
-def timeline(monkeypatch):
-    bench_dir = Path(__file__).resolve().parent.parent / "benchmarks"
-    monkeypatch.syspath_prepend(str(bench_dir))
-    spec = importlib.util.spec_from_file_location("timeline_decode", bench_dir / "timeline_decode.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def timeline():
+    return load("timeline_decode")
 
 
 def test_decode_lane_unpacks_and_stops_at_the_first_empty_record(timeline):
