@@ -26,7 +26,7 @@ from bench_decode import add_config_args, config_seqlens
 from mla_backend.testing import make_decode_inputs
 
 # Stamp ids of kernels/timeline.h.
-ENTRY, START, Q_READY, S_READY, PAIR_END, STORED = range(6)
+ENTRY, START, Q_READY, S_READY, PAIR_END, STORED, PAGES_IN = range(7)
 
 
 def decode_lane(records: torch.Tensor) -> list[tuple[int, int, int, int]]:
@@ -43,7 +43,8 @@ def call_phases(lanes: list[list[tuple]], combine: list[int]) -> dict:
     """Phase times in µs of one call, each lane's from its own stamps, all offsets from the first entry."""
     t0 = min(lane[0][0] for lane in lanes if lane)
     us = lambda ns: (ns - t0) / 1e3  # noqa: E731
-    phases = {k: [] for k in ("entry", "q_in", "first_s", "pair", "epilogue", "next_q", "end", "pairs_per_lane")}
+    phases = {k: [] for k in ("entry", "q_in", "first_s", "pages_after_q", "pair", "epilogue", "next_q", "end",
+                              "pairs_per_lane")}
     for lane in lanes:
         if not lane:
             continue
@@ -59,6 +60,12 @@ def call_phases(lanes: list[list[tuple]], combine: list[int]) -> dict:
             phases["epilogue"].append((stored[-1] - pairs[-1]) / 1e3)
         # A request boundary inside the part: its stores issued → the next request's Q ready.
         phases["next_q"] += [(b - a) / 1e3 for a, b in zip(stored, q[1:])]
+        # Each request's Q ready → its first page's chunks all in (0 where they were in first).
+        pages_in = by(PAGES_IN)
+        for t_q in q:
+            later = [t for t in pages_in if t >= t_q]
+            if later:
+                phases["pages_after_q"].append((later[0] - t_q) / 1e3)
         phases["end"].append(us(lane[-1][0]))
         phases["pairs_per_lane"].append(len(pairs))
     main_end = max(phases["end"])
@@ -115,7 +122,7 @@ def main():
         print(f"lane {k:<14} {summarize(v)}  (over all lanes and calls)")
     lane = critical_lane(raw[-1]["lanes"])
     t0 = min(ln[0][0] for ln in raw[-1]["lanes"] if ln)
-    names = ["entry", "start", "q_ready", "s_ready", "pair_end", "stored"]
+    names = ["entry", "start", "q_ready", "s_ready", "pair_end", "stored", "pages_in"]
     shown = lane if len(lane) <= 24 else lane[:16] + lane[-6:]
     print("last call's latest lane (" + ("all" if shown is lane else "first 16 and last 6") + " stamps): "
           + ", ".join(f"{names[s]}({a}) {(ns - t0) / 1e3:.2f}" for ns, s, _, a in shown))

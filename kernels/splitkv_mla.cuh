@@ -372,6 +372,7 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
       if (!s_ready) {
         issue_qk_own_chunks(phase);
         issue_qk_other_chunks(phase);
+        stamp(Stamp::kPagesIn, blk);
         warpgroup_wait<0>();
       }
       stamp(Stamp::kSReady, blk);

@@ -10,7 +10,8 @@
 
 namespace mla {
 
-enum class Stamp : int { kEntry, kStart, kQReady, kSReady, kPairEnd, kStored };
+// kPagesIn: both chunk groups of a warpgroup's own page have landed and its QK is issued (loop top).
+enum class Stamp : int { kEntry, kStart, kQReady, kSReady, kPairEnd, kStored, kPagesIn };
 
 // Stamps a lane keeps (later ones are dropped); two int64 each: ns, and
 // stamp | smid << 8 | arg << 24.

@@ -38,3 +38,7 @@ def test_call_phases(timeline):
     second = [(7_400, t.Q_READY, 3, 1), (8_000, t.S_READY, 3, 0), (9_000, t.PAIR_END, 3, 0), (9_500, t.STORED, 3, 0)]
     phases = t.call_phases([busy + second], [0, 0, 0])["phases"]
     assert phases["next_q"] == [0.4] and phases["q_in"] == [2.0] and phases["pairs_per_lane"] == [3]
+    # The first page in after each Q: 0.5 µs after the first request's, none recorded for the second's.
+    pages = [(3_500, t.PAGES_IN, 3, 0)]
+    phases = t.call_phases([sorted(busy + pages + second)], [0, 0, 0])["phases"]
+    assert phases["pages_after_q"] == [0.5]
