@@ -53,8 +53,6 @@ std::tuple<at::Tensor, at::Tensor> get_mla_metadata(const at::Tensor& cache_seql
   return {metadata, num_splits};
 }
 
-// Tensor map over k_cache [num_blocks, 64, 1, 576]: boxes of 64 columns x 64 tokens
-// x one page, written to shared memory with the 128-byte swizzle.
 #ifdef MLA_TIMELINE
 // The stamps of the last fwd_kvcache call (timeline.h), for benchmarks/timeline_decode.py.
 at::Tensor g_timeline, g_timeline_combine;
@@ -70,6 +68,8 @@ void attach_timeline(DecodeParams& p, int64_t lanes, const at::TensorOptions& op
 std::tuple<at::Tensor, at::Tensor> last_timeline() { return {g_timeline, g_timeline_combine}; }
 #endif
 
+// Tensor map over k_cache [num_blocks, 64, 1, 576]: boxes of 64 columns x 64 tokens
+// x one page, written to shared memory with the 128-byte swizzle.
 CUtensorMap make_kv_tensor_map(const at::Tensor& k_cache) {
   static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
     void* fn = nullptr;
