@@ -79,10 +79,12 @@ def critical_lane(lanes: list[list[tuple]]) -> list[tuple]:
 
 
 def summarize(values: list[float]) -> str:
+    """min, median, 90th percentile (nearest rank) and max: the slow tail is often the story."""
     if not values:
         return "-"
     v = sorted(values)
-    return f"min {v[0]:6.2f} med {statistics.median(v):6.2f} max {v[-1]:6.2f}"
+    p90 = v[min(len(v) - 1, -(-9 * len(v) // 10) - 1)]
+    return f"min {v[0]:6.2f} med {statistics.median(v):6.2f} p90 {p90:6.2f} max {v[-1]:6.2f}"
 
 
 def main():

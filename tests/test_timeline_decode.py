@@ -42,3 +42,11 @@ def test_call_phases(timeline):
     pages = [(3_500, t.PAGES_IN, 3, 0)]
     phases = t.call_phases([sorted(busy + pages + second)], [0, 0, 0])["phases"]
     assert phases["pages_after_q"] == [0.5]
+
+
+def test_summarize_gives_the_tail(timeline):
+    assert timeline.summarize([]) == "-"
+    line = timeline.summarize([float(v) for v in range(1, 11)])
+    assert line.split() == ["min", "1.00", "med", "5.50", "p90", "9.00", "max", "10.00"]
+    assert timeline.summarize([2.0]).split()[5] == "2.00"
+
