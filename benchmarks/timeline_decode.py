@@ -25,8 +25,9 @@ import mla_backend
 from bench_decode import add_config_args, config_seqlens
 from mla_backend.testing import make_decode_inputs
 
-# Stamp ids of kernels/timeline.h.
-ENTRY, START, Q_READY, S_READY, PAIR_END, STORED, PAGES_IN = range(7)
+# kernels/timeline.h's Stamp values, in order.
+STAMP_NAMES = ("entry", "start", "q_ready", "s_ready", "pair_end", "stored", "pages_in")
+ENTRY, START, Q_READY, S_READY, PAIR_END, STORED, PAGES_IN = range(len(STAMP_NAMES))
 
 
 def decode_lane(records: torch.Tensor) -> list[tuple[int, int, int, int]]:
@@ -39,9 +40,14 @@ def decode_lane(records: torch.Tensor) -> list[tuple[int, int, int, int]]:
     return out
 
 
+def first_entry(lanes: list[list[tuple]]) -> int:
+    """The earliest stamp of a call: the origin its phases are measured from."""
+    return min(lane[0][0] for lane in lanes if lane)
+
+
 def call_phases(lanes: list[list[tuple]], combine: list[int]) -> dict:
     """Phase times in µs of one call, each lane's from its own stamps, all offsets from the first entry."""
-    t0 = min(lane[0][0] for lane in lanes if lane)
+    t0 = first_entry(lanes)
     us = lambda ns: (ns - t0) / 1e3  # noqa: E731
     phases = {k: [] for k in ("entry", "q_in", "first_s", "pages_after_q", "pair", "epilogue", "next_q", "end",
                               "pairs_per_lane")}
@@ -123,11 +129,10 @@ def main():
     for k, v in merged.items():
         print(f"lane {k:<14} {summarize(v)}  (over all lanes and calls)")
     lane = critical_lane(raw[-1]["lanes"])
-    t0 = min(ln[0][0] for ln in raw[-1]["lanes"] if ln)
-    names = ["entry", "start", "q_ready", "s_ready", "pair_end", "stored", "pages_in"]
+    t0 = first_entry(raw[-1]["lanes"])
     shown = lane if len(lane) <= 24 else lane[:16] + lane[-6:]
     print("last call's latest lane (" + ("all" if shown is lane else "first 16 and last 6") + " stamps): "
-          + ", ".join(f"{names[s]}({a}) {(ns - t0) / 1e3:.2f}" for ns, s, _, a in shown))
+          + ", ".join(f"{STAMP_NAMES[s]}({a}) {(ns - t0) / 1e3:.2f}" for ns, s, _, a in shown))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"seqlens": seqlens, "s_q": args.s_q, "h_q": args.h_q, "calls": raw}, f)
