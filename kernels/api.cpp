@@ -124,7 +124,8 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache(const at::Tensor& q, const at::Te
 
   const int num_parts = tile_scheduler_metadata.size(0);
   const int q_rows = seqlen_q * num_heads_q;
-  auto out_accum = at::empty({batch + num_parts, q_rows, kHeadDimV}, q.options().dtype(at::kFloat));
+  // Partials in q's dtype, their LSEs in fp32 (the epilogue in splitkv_mla.cuh says why).
+  auto out_accum = at::empty({batch + num_parts, q_rows, kHeadDimV}, q.options());
   auto lse_accum = at::empty({batch + num_parts, q_rows}, q.options().dtype(at::kFloat));
 
   DecodeParams p{};
@@ -140,7 +141,7 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache(const at::Tensor& q, const at::Te
   p.q_head_stride = q.stride(2);
   p.out = out.data_ptr();
   p.lse = lse.data_ptr<float>();
-  p.out_accum = out_accum.data_ptr<float>();
+  p.out_accum = out_accum.data_ptr();
   p.lse_accum = lse_accum.data_ptr<float>();
   p.block_table = block_table.data_ptr<int>();
   p.block_table_stride = block_table.stride(0);

@@ -11,7 +11,7 @@
 
 namespace mla {
 
-// A warp merges one query row over kSlicesPerWarp 128-column slices (one float4 per lane
+// A warp merges one query row over kSlicesPerWarp 128-column slices (four columns per lane
 // each) and every kWarpsPerRow-th split. Few requests with many splits (a skewed batch)
 // want several warps per row and one slice each, so that a long request spreads over many
 // SMs; many requests with two or three splits each want one warp per whole row, so that
@@ -21,7 +21,7 @@ constexpr int kCombineRowsPerBlock = 4;
 constexpr int kColumnSlices = kHeadDimV / 128;
 // Warps of one wave on an SM: the combine shapes take 64-106 registers a thread.
 constexpr int kMaxWarpsPerSM = 32;
-// Partials a lane keeps in flight per batch of splits: 8 float4, 32 registers.
+// Partials a lane keeps in flight per batch of splits: 8 loads of four columns each.
 constexpr int kLoadsInFlight = 8;
 
 template <typename T>
@@ -35,6 +35,23 @@ template <>
 __device__ __forceinline__ void store4<__half>(__half* dst, float4 v) {
   __half2 lo = __floats2half2_rn(v.x, v.y), hi = __floats2half2_rn(v.z, v.w);
   *reinterpret_cast<uint2*>(dst) = make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi));
+}
+
+template <typename T>
+__device__ __forceinline__ float4 load4(const T* src);
+template <>
+__device__ __forceinline__ float4 load4<__nv_bfloat16>(const __nv_bfloat16* src) {
+  const uint2 v = *reinterpret_cast<const uint2*>(src);
+  const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v.x));
+  const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v.y));
+  return make_float4(lo.x, lo.y, hi.x, hi.y);
+}
+template <>
+__device__ __forceinline__ float4 load4<__half>(const __half* src) {
+  const uint2 v = *reinterpret_cast<const uint2*>(src);
+  const float2 lo = __half22float2(*reinterpret_cast<const __half2*>(&v.x));
+  const float2 hi = __half22float2(*reinterpret_cast<const __half2*>(&v.y));
+  return make_float4(lo.x, lo.y, hi.x, hi.y);
 }
 
 __device__ __forceinline__ void scale4(float4& acc, float w) {
@@ -83,7 +100,8 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
   if (n <= 1) return;  // unsplit requests were written directly
 
   const float* lse_parts = p.lse_accum + int64_t(first_split) * p.q_rows + q_row;
-  const float* parts = p.out_accum + (int64_t(first_split) * p.q_rows + q_row) * kHeadDimV + col;
+  const Element* parts =
+      static_cast<const Element*>(p.out_accum) + (int64_t(first_split) * p.q_rows + q_row) * kHeadDimV + col;
   const int64_t split_stride = int64_t(p.q_rows) * kHeadDimV;
   // Splits go 32·kLsePerLane at a time, each lane holding kLsePerLane of their LSEs in
   // registers: one round of loads gives the pass's max, its sum and every weight. acc and
@@ -130,8 +148,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
           const int j = subset + (i0 + i) * kWarpsPerRow;
 #pragma unroll
           for (int s = 0; s < kSlicesPerWarp; ++s) {
-            x[i][s] = j < count ? *reinterpret_cast<const float4*>(parts + (first + j) * split_stride + s * 128)
-                                : make_float4(0.f, 0.f, 0.f, 0.f);
+            x[i][s] = j < count ? load4(parts + (first + j) * split_stride + s * 128) : make_float4(0.f, 0.f, 0.f, 0.f);
           }
         }
 #pragma unroll

@@ -28,7 +28,7 @@ struct DecodeParams {
   void* out;            // [batch, seqlen_q, num_heads_q, 512], contiguous
   float* lse;           // [batch, num_heads_q, seqlen_q], contiguous
 
-  float* out_accum;     // [num_splits_total, q_rows, 512]: partial outputs of split requests
+  void* out_accum;      // [num_splits_total, q_rows, 512], q's dtype: partial outputs of split requests
   float* lse_accum;     // [num_splits_total, q_rows]: their log2-domain LSE
 
   const int* block_table;

@@ -501,11 +501,13 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
     const int first_split = p.num_splits[req];
     const bool is_split = p.num_splits[req + 1] - first_split > 1;
     const int split_idx = first_split + (req == m.begin_req ? m.begin_split : 0);
-    // A quad holds 8 consecutive columns of its row per accumulator group k (two a lane).
-    // In fp32 that is a whole 32-byte sector a row per store. In 16 bits it is half of one,
-    // so there the quad is transposed over groups 4m..4m+3 first: each lane then holds one
-    // whole group, and the quad stores 32 consecutive columns at once (measured: DESIGN,
-    // "Tenth session"). All lanes shuffle; rows past q_rows only skip the stores.
+    // A quad holds 8 consecutive columns of its row per accumulator group k (two a lane), half
+    // of a 32-byte sector in 16 bits. So the quad is transposed over groups 4m..4m+3 first:
+    // each lane then holds one whole group, and the quad stores 32 consecutive columns at once
+    // (measured: DESIGN, "Tenth session"). Partials are in q's dtype too, which halves the
+    // split traffic: a partial is a convex mix of V rows, so its rounding adds at most one
+    // rounding of the output's dtype (DESIGN, "Eleventh session"). All lanes shuffle; rows
+    // past q_rows only skip the stores.
     CUTE_UNROLL
     for (int j = 0; j < 2; ++j) {
       const int r = t.row0 + 8 * j;
@@ -515,29 +517,25 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
       const float inv_sum = sum > 0.f ? 1.f / sum : 0.f;
       // log2-domain LSE; -inf for a row that saw no key.
       const float lse2 = sum > 0.f ? row_max[j] + __log2f(sum) : -INFINITY;
-      if (is_split) {
-        if (!row_valid) continue;
-        float* o = p.out_accum + (int64_t(split_idx) * p.q_rows + q_row) * kHeadDimV + kWG * kDv + t.col0;
+      // A split request's piece goes to its partial slot, a whole request to out.
+      Element* o = static_cast<Element*>(is_split ? p.out_accum : p.out) +
+                   (int64_t(is_split ? split_idx : req) * p.q_rows + q_row) * kHeadDimV + kWG * kDv +
+                   8 * (t.lane % 4);
+      CUTE_UNROLL
+      for (int m = 0; m < kDv / 32; ++m) {
+        uint32_t pairs[4];
         CUTE_UNROLL
-        for (int e = 2 * j; e < size(tOrO); e += 4) {
-          *reinterpret_cast<float2*>(o + (e / 4) * 8) = make_float2(tOrO(e) * inv_sum, tOrO(e + 1) * inv_sum);
+        for (int i = 0; i < 4; ++i) {
+          const int e = 2 * j + 4 * (4 * m + i);
+          pairs[i] = pack2<Element>(tOrO(e) * inv_sum, tOrO(e + 1) * inv_sum);
         }
-        if (kWG == 0 && t.lane % 4 == 0) p.lse_accum[int64_t(split_idx) * p.q_rows + q_row] = lse2;
-      } else {
-        Element* o =
-            static_cast<Element*>(p.out) + (int64_t(req) * p.q_rows + q_row) * kHeadDimV + kWG * kDv + 8 * (t.lane % 4);
-        CUTE_UNROLL
-        for (int m = 0; m < kDv / 32; ++m) {
-          uint32_t pairs[4];
-          CUTE_UNROLL
-          for (int i = 0; i < 4; ++i) {
-            const int e = 2 * j + 4 * (4 * m + i);
-            pairs[i] = pack2<Element>(tOrO(e) * inv_sum, tOrO(e + 1) * inv_sum);
-          }
-          quad_transpose(pairs, t.lane);
-          if (row_valid) *reinterpret_cast<uint4*>(o + 32 * m) = make_uint4(pairs[0], pairs[1], pairs[2], pairs[3]);
-        }
-        if (kWG == 0 && t.lane % 4 == 0 && row_valid) {
+        quad_transpose(pairs, t.lane);
+        if (row_valid) *reinterpret_cast<uint4*>(o + 32 * m) = make_uint4(pairs[0], pairs[1], pairs[2], pairs[3]);
+      }
+      if (kWG == 0 && t.lane % 4 == 0 && row_valid) {
+        if (is_split) {
+          p.lse_accum[int64_t(split_idx) * p.q_rows + q_row] = lse2;
+        } else {
           const int s = q_row / p.num_heads_q, h = q_row % p.num_heads_q;
           p.lse[(int64_t(req) * p.num_heads_q + h) * p.seqlen_q + s] = lse2 * float(M_LN2);
         }
