@@ -2,12 +2,14 @@
 """MLA decode timing: ours beside vLLM's FlashMLA and FA3-MLA kernels and FlashInfer's MLA, same inputs, same run.
 
     python benchmarks/bench_decode.py [--json PATH] [--sq-sweep] [--only NAME] [--configs all|flashmla|skewed|e2e]
-                                      [--rounds N]
+                                      [--rounds N] [--l2 dirty|clean]
 
 FLOPs and bytes follow FlashMLA's benchmark: FLOPs = 2*s_q*sum(seqlen)*h_q*(576+512),
 bytes = 2*(sum(seqlen)*576 + b*s_q*h_q*(576+512)). Times are triton do_bench medians
 (L2 flushed before every call); the implementations' order rotates from config to config
-(and from round to round with --rounds N). Ratios are peer time / our time: > 1 means we are faster.
+(and from round to round with --rounds N). do_bench flushes by zeroing 256 MB, which leaves
+L2 full of dirty lines that the timed call writes back as it reads; --l2 clean flushes by
+reading 256 MB instead, as after a layer whose writes were small. Ratios are peer time / our time: > 1 means we are faster.
 """
 from __future__ import annotations
 
@@ -174,7 +176,29 @@ def impl_order(names: list[str], index: int) -> list[str]:
     return names[k:] + names[:k]
 
 
-def bench_config(config, impls, records, index=0, rounds=1):
+def clean_l2_median_us(fn, reps: int = 200, warmup: int = 20) -> float:
+    """Median of `reps` calls, each timed with events after a read of 256 MB (L2 then clean)."""
+    flush = torch.empty(2**26, dtype=torch.int32, device="cuda")
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for _ in range(warmup):
+        fn()
+    for start, end in zip(starts, ends):
+        flush.amax()
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1e3
+
+
+def median_us(fn, l2: str) -> float:
+    if l2 == "clean":
+        return clean_l2_median_us(fn)
+    return triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median") * 1e3
+
+
+def bench_config(config, impls, records, index=0, rounds=1, l2="dirty"):
     """Times every implementation on one config: `rounds` rounds, each in rotated order, medians."""
     s_q, h_q = config["s_q"], config["h_q"]
     seqlens = seqlens_of(config)
@@ -194,10 +218,10 @@ def bench_config(config, impls, records, index=0, rounds=1):
     samples = {name: [] for name in fns}
     for r in range(rounds):
         for name in impl_order(list(fns), index + r):
-            samples[name].append(triton.testing.do_bench(fns[name], warmup=50, rep=300, return_mode="median") * 1e3)
+            samples[name].append(median_us(fns[name], l2))
     results = {name: statistics.median(v) for name, v in samples.items()}
     for name, us in results.items():
-        records.append({"config": config, "impl": name, "us": round(us, 2),
+        records.append({"config": config, "impl": name, "us": round(us, 2), "l2": l2,
                         "tflops": round(flops / us / 1e6, 1), "gbps": round(nbytes / us / 1e3, 1)})
     line = f"{describe(config):<30}"
     ours_us = results.get("ours")
@@ -240,14 +264,16 @@ def main():
     parser.add_argument("--rounds", type=int, default=1,
                         help="rounds per config, each in rotated order; the median of the rounds is reported")
     parser.add_argument("--match", help="only the configs whose description (as printed) matches this regex")
+    parser.add_argument("--l2", default="dirty", choices=["dirty", "clean"],
+                        help="L2 before each call: dirty (do_bench's zeroing flush) or clean (a read flush)")
     args = parser.parse_args()
 
-    print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | ratios are peer us / our us")
+    print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | L2 {args.l2} | ratios are peer us / our us")
     impls = available_impls(args.only)
     configs = selected_configs(args.configs, args.sq_sweep, args.match)
     records = []
     for index, config in enumerate(configs):
-        bench_config(config, impls, records, index, args.rounds)
+        bench_config(config, impls, records, index, args.rounds, args.l2)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)
