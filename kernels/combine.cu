@@ -19,7 +19,8 @@ namespace mla {
 // run_combine picks the most parallel shape whose warps fit in one wave.
 constexpr int kCombineRowsPerBlock = 4;
 constexpr int kColumnSlices = kHeadDimV / 128;
-// Warps of one wave on an SM: the combine shapes take 64-106 registers a thread.
+// Warps of one wave on an SM at 64 registers a thread. Only <4,1> and <1,1> stay within that;
+// <1,2>, <1,4> and <2,1> take 72, 85 and 122 (eleventh session), so fewer of their warps fit.
 constexpr int kMaxWarpsPerSM = 32;
 // Partials a lane keeps in flight per batch of splits: 8 loads of four columns each.
 constexpr int kLoadsInFlight = 8;
