@@ -25,33 +25,35 @@ constexpr int kMaxWarpsPerSM = 32;
 // Partials a lane keeps in flight per batch of splits: 8 loads of four columns each.
 constexpr int kLoadsInFlight = 8;
 
+// Two-wide conversions of each 16-bit type, so that the four-column store and load below are
+// written once.
 template <typename T>
-__device__ __forceinline__ void store4(T* dst, float4 v);
+struct Pair;
 template <>
-__device__ __forceinline__ void store4<__nv_bfloat16>(__nv_bfloat16* dst, float4 v) {
-  __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
-  *reinterpret_cast<uint2*>(dst) = make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi));
-}
+struct Pair<__nv_bfloat16> {
+  using Type = __nv_bfloat162;
+  static __device__ __forceinline__ Type narrow(float a, float b) { return __floats2bfloat162_rn(a, b); }
+  static __device__ __forceinline__ float2 widen(Type v) { return __bfloat1622float2(v); }
+};
 template <>
-__device__ __forceinline__ void store4<__half>(__half* dst, float4 v) {
-  __half2 lo = __floats2half2_rn(v.x, v.y), hi = __floats2half2_rn(v.z, v.w);
-  *reinterpret_cast<uint2*>(dst) = make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi));
+struct Pair<__half> {
+  using Type = __half2;
+  static __device__ __forceinline__ Type narrow(float a, float b) { return __floats2half2_rn(a, b); }
+  static __device__ __forceinline__ float2 widen(Type v) { return __half22float2(v); }
+};
+
+template <typename T>
+__device__ __forceinline__ void store4(T* dst, float4 v) {
+  const typename Pair<T>::Type lo = Pair<T>::narrow(v.x, v.y), hi = Pair<T>::narrow(v.z, v.w);
+  *reinterpret_cast<uint2*>(dst) =
+      make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
 }
 
 template <typename T>
-__device__ __forceinline__ float4 load4(const T* src);
-template <>
-__device__ __forceinline__ float4 load4<__nv_bfloat16>(const __nv_bfloat16* src) {
+__device__ __forceinline__ float4 load4(const T* src) {
   const uint2 v = *reinterpret_cast<const uint2*>(src);
-  const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v.x));
-  const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v.y));
-  return make_float4(lo.x, lo.y, hi.x, hi.y);
-}
-template <>
-__device__ __forceinline__ float4 load4<__half>(const __half* src) {
-  const uint2 v = *reinterpret_cast<const uint2*>(src);
-  const float2 lo = __half22float2(*reinterpret_cast<const __half2*>(&v.x));
-  const float2 hi = __half22float2(*reinterpret_cast<const __half2*>(&v.y));
+  const float2 lo = Pair<T>::widen(*reinterpret_cast<const typename Pair<T>::Type*>(&v.x));
+  const float2 hi = Pair<T>::widen(*reinterpret_cast<const typename Pair<T>::Type*>(&v.y));
   return make_float4(lo.x, lo.y, hi.x, hi.y);
 }
 
