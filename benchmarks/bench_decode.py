@@ -9,7 +9,8 @@ bytes = 2*(sum(seqlen)*576 + b*s_q*h_q*(576+512)). Times are triton do_bench med
 (L2 flushed before every call); the implementations' order rotates from config to config
 (and from round to round with --rounds N). do_bench flushes by zeroing 256 MB, which leaves
 L2 full of dirty lines that the timed call writes back as it reads; --l2 clean flushes by
-reading 256 MB instead, as after a layer whose writes were small. Ratios are peer time / our time: > 1 means we are faster.
+reading 256 MB instead, as after a layer whose writes were small. Ratios are peer time / our
+time: > 1 means we are faster.
 """
 from __future__ import annotations
 
