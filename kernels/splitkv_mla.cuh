@@ -326,13 +326,16 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
 
     // Row r (query token s) sees keys [0, key_limit): the causal window ends at
     // seqlen - s_q + 1 + s, and this part's pages end at range.end (the missing page b of
-    // an odd count lies past it, so all its keys are masked).
+    // an odd count lies past it, so all its keys are masked). Pad rows past q_rows see no
+    // key, so that their P is zero rather than one: tensor cores draw less power on zero
+    // operands, and at the card's power cap that is clock (measured: h16 s_q1 -3%; DESIGN,
+    // "Twelfth session").
     int key_limit[2];
     CUTE_UNROLL
     for (int j = 0; j < 2; ++j) {
-      const int q_row = min(m_block * kBlockM + t.row0 + 8 * j, p.q_rows - 1);
+      const int q_row = m_block * kBlockM + t.row0 + 8 * j;
       const int window = p.causal ? seqlen - p.seqlen_q + 1 + q_row / p.num_heads_q : seqlen;
-      key_limit[j] = min(window, range.end * kBlockN);
+      key_limit[j] = q_row < p.q_rows ? min(window, range.end * kBlockN) : 0;
     }
     const int min_key_limit = min(key_limit[0], key_limit[1]);
 

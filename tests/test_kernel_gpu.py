@@ -51,9 +51,9 @@ def test_matrix(h_q, s_q):
     run_and_check(seqlens, s_q, h_q, causal=s_q > 1, seed=h_q + s_q)
 
 
-@pytest.mark.parametrize("s_q", [1, 4])
-def test_fp16(s_q):
-    run_and_check([300, 0, 5000, 64], s_q, 64, causal=True, dtype=torch.float16, seed=7)
+@pytest.mark.parametrize("s_q,h_q", [(1, 64), (4, 64), (2, 16)])
+def test_fp16(s_q, h_q):
+    run_and_check([300, 0, 5000, 64], s_q, h_q, causal=True, dtype=torch.float16, seed=7)
 
 
 def test_non_causal_multi_token():
