@@ -10,8 +10,9 @@ Each call runs after a 256 MB L2 flush, as in `triton.testing.do_bench`. Per cal
 every (part, M tile, warpgroup) lane measured from the first CTA's entry: entry (launch ramp), Q
 in, first S, pair steps, the epilogue's stores, the next request's Q (at a request boundary
 inside a part), the end; then the combine's entry, its return from the grid-dependency wait, and
-its end. (The diagnosis build allocates its stamp buffers in every call, so the op's own wall
-time is not representative and is not reported.)
+its end, and per combine block that merges (thread 0's stamps): its wait, the first pass's
+weights, its last multiply and its exit. (The diagnosis build allocates its stamp buffers in
+every call, so the op's own wall time is not representative and is not reported.)
 """
 from __future__ import annotations
 
@@ -80,6 +81,25 @@ def call_phases(lanes: list[list[tuple]], combine: list[int]) -> dict:
     return {"phases": phases, "main_end": main_end, **combine_us}
 
 
+# kernels/timeline.h's combine layout: 3 call-wide stamps, then 5 a block.
+COMBINE_STAMPS, COMBINE_BLOCK_STAMPS = 3, 5
+
+
+def combine_blocks(combine: list[int], t0: int) -> list[dict]:
+    """The combine blocks that merged something: their stamps in µs from t0, their SM and pieces."""
+    blocks = []
+    for i in range(COMBINE_STAMPS, len(combine) - COMBINE_BLOCK_STAMPS + 1, COMBINE_BLOCK_STAMPS):
+        waited, weights, merged, exit_, info = combine[i:i + COMBINE_BLOCK_STAMPS]
+        pieces = info >> 16
+        if pieces <= 1 or not exit_:
+            continue
+        us = lambda ns: (ns - t0) / 1e3  # noqa: E731
+        blocks.append({"block": (i - COMBINE_STAMPS) // COMBINE_BLOCK_STAMPS, "sm": info & 0xFFFF, "pieces": pieces,
+                       "waited": us(waited), "weights": us(weights) if weights else None, "merged": us(merged),
+                       "exit": us(exit_)})
+    return blocks
+
+
 def critical_lane(lanes: list[list[tuple]]) -> list[tuple]:
     return max((lane for lane in lanes if lane), key=lambda lane: lane[-1][0])
 
@@ -118,8 +138,10 @@ def main():
         torch.cuda.synchronize()
         stamps, combine = (t.cpu() for t in torch.ops.mla_backend.last_timeline())
         lanes = [decode_lane(stamps[i]) for i in range(stamps.shape[0])]
-        calls.append(call_phases(lanes, combine.tolist()))
-        raw.append({"lanes": lanes, "combine": combine.tolist()})
+        calls.append(call_phases(lanes, combine[:COMBINE_STAMPS].tolist()))
+        calls[-1]["blocks"] = combine_blocks(combine.tolist(), first_entry(lanes))
+        raw.append({"lanes": lanes, "combine": combine[:COMBINE_STAMPS].tolist(),
+                    "combine_blocks": calls[-1]["blocks"]})
 
     print(f"# b{len(seqlens)} s_q{args.s_q} h{args.h_q}, {tsm.shape[0]} parts, {splits[-1].item()} pieces, "
           f"{args.calls} calls; µs from the first CTA's entry")
@@ -128,6 +150,19 @@ def main():
     merged = {k: [v for c in calls for v in c["phases"][k]] for k in calls[0]["phases"]}
     for k, v in merged.items():
         print(f"lane {k:<14} {summarize(v)}  (over all lanes and calls)")
+    blocks = [b for c in calls for b in c["blocks"]]
+    if blocks:
+        print(f"combine blocks that merge: {len(calls[-1]['blocks'])} a call; pieces "
+              f"{summarize([float(b['pieces']) for b in blocks])}")
+        for name, f in (("waited", lambda b: b["waited"]),
+                        ("weights after wait", lambda b: b["weights"] - b["waited"] if b["weights"] else None),
+                        ("merged after wait", lambda b: b["merged"] - b["waited"]),
+                        ("exit after merged", lambda b: b["exit"] - b["merged"]),
+                        ("exit", lambda b: b["exit"])):
+            print(f"combine {name:<18} {summarize([v for v in map(f, blocks) if v is not None])}")
+        last = max(calls[-1]["blocks"], key=lambda b: b["exit"])
+        sharing = sum(b["sm"] == last["sm"] for b in calls[-1]["blocks"])
+        print(f"last call's latest combine block: {last} ({sharing} merging blocks on its SM)")
     lane = critical_lane(raw[-1]["lanes"])
     t0 = first_entry(raw[-1]["lanes"])
     shown = lane if len(lane) <= 24 else lane[:16] + lane[-6:]

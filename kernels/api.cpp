@@ -59,8 +59,9 @@ at::Tensor g_timeline, g_timeline_combine;
 
 void attach_timeline(DecodeParams& p, int64_t lanes, const at::TensorOptions& options) {
   g_timeline = at::zeros({lanes, kTimelineStamps, 2}, options.dtype(at::kLong));
-  g_timeline_combine = at::full({kCombineStamps}, INT64_MAX, options.dtype(at::kLong));
-  g_timeline_combine.narrow(0, 2, 1).zero_();
+  g_timeline_combine =
+      at::zeros({kCombineStamps + kCombineBlocksTimed * kCombineBlockStamps}, options.dtype(at::kLong));
+  g_timeline_combine.narrow(0, 0, 2).fill_(INT64_MAX);  // earliest entry and wait: atomicMin
   p.timeline = g_timeline.data_ptr<int64_t>();
   p.timeline_combine = g_timeline_combine.data_ptr<int64_t>();
 }

@@ -96,10 +96,12 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
   // partials are written.
   cudaGridDependencySynchronize();
   combine_stamp(p, 1);
+  combine_block_stamp(p, CombineStamp::kWaited);
   const int req = combined_request(p, by_part);
   if (req < 0) return;
   const int first_split = p.num_splits[req];
   const int n = p.num_splits[req + 1] - first_split;
+  combine_block_stamp(p, CombineStamp::kInfo, n);
   if (n <= 1) return;  // unsplit requests were written directly
 
   const float* lse_parts = p.lse_accum + int64_t(first_split) * p.q_rows + q_row;
@@ -139,6 +141,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
     }
     for (int o = 16; o > 0; o /= 2) lane_sum += __shfl_xor_sync(0xffffffff, lane_sum, o);
     sum = sum * carry + lane_sum;
+    if (base == 0) combine_block_stamp(p, CombineStamp::kWeights);
 #pragma unroll
     for (int k = 0; k < kLsePerLane; ++k) {
       // This warp's splits among these 32: lane j's, j = subset + i·kWarpsPerRow, loaded
@@ -163,6 +166,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
       }
     }
   }
+  combine_block_stamp(p, CombineStamp::kMerged);
   if constexpr (kWarpsPerRow > 1) {
 #pragma unroll
     for (int s = 0; s < kSlicesPerWarp; ++s) warp_acc[row_in_block][subset][s][lane] = acc[s];
@@ -188,6 +192,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
     p.lse[(int64_t(req) * p.num_heads_q + h) * p.seqlen_q + s] = lse * float(M_LN2);
   }
   combine_stamp(p, 2);
+  combine_block_stamp(p, CombineStamp::kExit);
 }
 
 template <typename Element, int kWarpsPerRow, int kSlicesPerWarp>

@@ -1,5 +1,6 @@
 // In-kernel timeline for diagnosis: %globaltimer stamps at the main loop's milestones, one
-// lane per (part, M tile, warpgroup), plus the combine's first start and last exit. Built
+// lane per (part, M tile, warpgroup), plus the combine's first start and last exit, and the
+// milestones of each of its first kCombineBlocksTimed blocks. Built
 // only with MLA_TIMELINE=1 (setup.py) and read by benchmarks/timeline_decode.py; otherwise
 // every stamp compiles to nothing.
 #pragma once
@@ -18,6 +19,12 @@ enum class Stamp : int { kEntry, kStart, kQReady, kSReady, kPairEnd, kStored, kP
 constexpr int kTimelineStamps = 1024;
 // The combine's earliest entry, earliest return from its grid-dependency wait, latest exit.
 constexpr int kCombineStamps = 3;
+// Then per combine block (its thread 0): the return from the wait, the first pass's weights
+// ready, the last multiply done, the exit (0 where the block had nothing to merge), and
+// smid | pieces << 16.
+enum class CombineStamp : int { kWaited, kWeights, kMerged, kExit, kInfo };
+constexpr int kCombineBlockStamps = 5;
+constexpr int kCombineBlocksTimed = 1 << 16;
 
 #ifdef __CUDACC__
 #ifdef MLA_TIMELINE
@@ -52,12 +59,26 @@ __device__ __forceinline__ void combine_stamp(const DecodeParams& p, int slot) {
   if (slot < 2) atomicMin(s, ns);
   else atomicMax(s, ns);
 }
+
+__device__ __forceinline__ void combine_block_stamp(const DecodeParams& p, CombineStamp s, int pieces = 0) {
+  const int64_t block = blockIdx.x + int64_t(gridDim.x) * (blockIdx.y + int64_t(gridDim.y) * blockIdx.z);
+  if (threadIdx.x != 0 || block >= kCombineBlocksTimed) return;
+  int64_t* r = p.timeline_combine + kCombineStamps + block * kCombineBlockStamps;
+  if (s == CombineStamp::kInfo) {
+    uint32_t smid;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+    r[static_cast<int>(s)] = int64_t(smid) | int64_t(pieces) << 16;
+  } else {
+    r[static_cast<int>(s)] = global_ns();
+  }
+}
 #else
 struct TimelineLane {
   __device__ TimelineLane(const DecodeParams&, int, bool) {}
   __device__ void operator()(Stamp, int = 0) {}
 };
 __device__ __forceinline__ void combine_stamp(const DecodeParams&, int) {}
+__device__ __forceinline__ void combine_block_stamp(const DecodeParams&, CombineStamp, int = 0) {}
 #endif  // MLA_TIMELINE
 #endif  // __CUDACC__
 

@@ -50,3 +50,16 @@ def test_summarize_gives_the_tail(timeline):
     assert line.split() == ["min", "1.00", "med", "5.50", "p90", "9.00", "max", "10.00"]
     assert timeline.summarize([2.0]).split()[5] == "2.00"
 
+
+
+def test_combine_blocks_keep_the_merging_ones(timeline):
+    t = timeline
+    head = [2_000, 7_500, 9_000]
+    merging = [8_000, 8_400, 9_000, 9_500, 17 | 22 << 16]   # SM 17, 22 pieces
+    unsplit = [8_100, 0, 0, 0, 3 | 1 << 16]                   # one piece: returns after the wait
+    no_weights = [8_200, 0, 8_300, 8_600, 4 | 2 << 16]         # every piece empty: no weights stamp
+    blocks = t.combine_blocks(head + merging + unsplit + [0] * 5 + no_weights, 1_000)
+    assert blocks == [
+        {"block": 0, "sm": 17, "pieces": 22, "waited": 7.0, "weights": 7.4, "merged": 8.0, "exit": 8.5},
+        {"block": 3, "sm": 4, "pieces": 2, "waited": 7.2, "weights": None, "merged": 7.3, "exit": 7.6},
+    ]
