@@ -127,7 +127,8 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache(const at::Tensor& q, const at::Te
   const int q_rows = seqlen_q * num_heads_q;
   // Partials in q's dtype, their LSEs in fp32 (the epilogue in splitkv_mla.cuh says why).
   auto out_accum = at::empty({batch + num_parts, q_rows, kHeadDimV}, q.options());
-  auto lse_accum = at::empty({batch + num_parts, q_rows}, q.options().dtype(at::kFloat));
+  // The LSEs row-major over pieces, so that the combine reads a row's pieces in whole sectors.
+  auto lse_accum = at::empty({q_rows, batch + num_parts}, q.options().dtype(at::kFloat));
 
   DecodeParams p{};
   p.batch = batch;
@@ -144,6 +145,7 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache(const at::Tensor& q, const at::Te
   p.lse = lse.data_ptr<float>();
   p.out_accum = out_accum.data_ptr();
   p.lse_accum = lse_accum.data_ptr<float>();
+  p.splits_capacity = batch + num_parts;
   p.block_table = block_table.data_ptr<int>();
   p.block_table_stride = block_table.stride(0);
   p.max_blocks_per_seq = block_table.size(1);

@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
   combine_block_stamp(p, CombineStamp::kInfo, n);
   if (n <= 1) return;  // unsplit requests were written directly
 
-  const float* lse_parts = p.lse_accum + int64_t(first_split) * p.q_rows + q_row;
+  const float* lse_parts = p.lse_accum + int64_t(q_row) * p.splits_capacity + first_split;
   const Element* parts =
       static_cast<const Element*>(p.out_accum) + (int64_t(first_split) * p.q_rows + q_row) * kHeadDimV + col;
   const int64_t split_stride = int64_t(p.q_rows) * kHeadDimV;
@@ -123,7 +123,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
 #pragma unroll
     for (int k = 0; k < kLsePerLane; ++k) {
       const int split = base + k * 32 + lane;
-      weight[k] = split < n ? lse_parts[int64_t(split) * p.q_rows] : -INFINITY;
+      weight[k] = split < n ? lse_parts[split] : -INFINITY;
       pass_max = fmaxf(pass_max, weight[k]);
     }
     for (int o = 16; o > 0; o /= 2) pass_max = fmaxf(pass_max, __shfl_xor_sync(0xffffffff, pass_max, o));

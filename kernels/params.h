@@ -28,8 +28,9 @@ struct DecodeParams {
   void* out;            // [batch, seqlen_q, num_heads_q, 512], contiguous
   float* lse;           // [batch, num_heads_q, seqlen_q], contiguous
 
-  void* out_accum;      // [num_splits_total, q_rows, 512], q's dtype: partial outputs of split requests
-  float* lse_accum;     // [num_splits_total, q_rows]: their log2-domain LSE
+  void* out_accum;      // [splits_capacity, q_rows, 512], q's dtype: partial outputs of split requests
+  float* lse_accum;     // [q_rows, splits_capacity]: their log2-domain LSE, a row's pieces side by side
+  int splits_capacity;  // batch + parts: at least the pieces of all requests
 
   const int* block_table;
   int64_t block_table_stride;

@@ -537,7 +537,7 @@ __device__ void consume(typename Traits::SharedStorage& smem, const CUtensorMap*
       }
       if (kWG == 0 && t.lane % 4 == 0 && row_valid) {
         if (is_split) {
-          p.lse_accum[int64_t(split_idx) * p.q_rows + q_row] = lse2;
+          p.lse_accum[int64_t(q_row) * p.splits_capacity + split_idx] = lse2;
         } else {
           const int s = q_row / p.num_heads_q, h = q_row % p.num_heads_q;
           p.lse[(int64_t(req) * p.num_heads_q + h) * p.seqlen_q + s] = lse2 * float(M_LN2);
