@@ -46,8 +46,28 @@ def first_entry(lanes: list[list[tuple]]) -> int:
     return min(lane[0][0] for lane in lanes if lane)
 
 
+# kernels/timeline.h's combine layout: 3 call-wide stamps, then 5 a block.
+COMBINE_STAMPS, COMBINE_BLOCK_STAMPS = 3, 5
+
+
+def combine_blocks(combine: list[int], t0: int) -> list[dict]:
+    """The combine blocks that merged something: their stamps in µs from t0, their SM and pieces."""
+    us = lambda ns: (ns - t0) / 1e3  # noqa: E731
+    blocks = []
+    for i in range(COMBINE_STAMPS, len(combine) - COMBINE_BLOCK_STAMPS + 1, COMBINE_BLOCK_STAMPS):
+        waited, weights, merged, exit_, info = combine[i:i + COMBINE_BLOCK_STAMPS]
+        pieces = info >> 16
+        if pieces <= 1 or not exit_:
+            continue
+        blocks.append({"block": (i - COMBINE_STAMPS) // COMBINE_BLOCK_STAMPS, "sm": info & 0xFFFF, "pieces": pieces,
+                       "waited": us(waited), "weights": us(weights) if weights else None, "merged": us(merged),
+                       "exit": us(exit_)})
+    return blocks
+
+
 def call_phases(lanes: list[list[tuple]], combine: list[int]) -> dict:
-    """Phase times in µs of one call, each lane's from its own stamps, all offsets from the first entry."""
+    """Phase times in µs of one call, each lane's from its own stamps, all offsets from the first entry;
+    `combine` is the call's combine record (call-wide stamps, then any per-block ones)."""
     t0 = first_entry(lanes)
     us = lambda ns: (ns - t0) / 1e3  # noqa: E731
     phases = {k: [] for k in ("entry", "q_in", "first_s", "pages_after_q", "pair", "epilogue", "next_q", "end",
@@ -78,26 +98,7 @@ def call_phases(lanes: list[list[tuple]], combine: list[int]) -> dict:
     main_end = max(phases["end"])
     combine_us = {name: us(ns) for name, ns in zip(("combine_entry", "combine_waited", "combine_end"), combine)
                   if 0 < ns < 2**62}
-    return {"phases": phases, "main_end": main_end, **combine_us}
-
-
-# kernels/timeline.h's combine layout: 3 call-wide stamps, then 5 a block.
-COMBINE_STAMPS, COMBINE_BLOCK_STAMPS = 3, 5
-
-
-def combine_blocks(combine: list[int], t0: int) -> list[dict]:
-    """The combine blocks that merged something: their stamps in µs from t0, their SM and pieces."""
-    blocks = []
-    for i in range(COMBINE_STAMPS, len(combine) - COMBINE_BLOCK_STAMPS + 1, COMBINE_BLOCK_STAMPS):
-        waited, weights, merged, exit_, info = combine[i:i + COMBINE_BLOCK_STAMPS]
-        pieces = info >> 16
-        if pieces <= 1 or not exit_:
-            continue
-        us = lambda ns: (ns - t0) / 1e3  # noqa: E731
-        blocks.append({"block": (i - COMBINE_STAMPS) // COMBINE_BLOCK_STAMPS, "sm": info & 0xFFFF, "pieces": pieces,
-                       "waited": us(waited), "weights": us(weights) if weights else None, "merged": us(merged),
-                       "exit": us(exit_)})
-    return blocks
+    return {"phases": phases, "main_end": main_end, **combine_us, "blocks": combine_blocks(combine, t0)}
 
 
 def critical_lane(lanes: list[list[tuple]]) -> list[tuple]:
@@ -138,8 +139,7 @@ def main():
         torch.cuda.synchronize()
         stamps, combine = (t.cpu() for t in torch.ops.mla_backend.last_timeline())
         lanes = [decode_lane(stamps[i]) for i in range(stamps.shape[0])]
-        calls.append(call_phases(lanes, combine[:COMBINE_STAMPS].tolist()))
-        calls[-1]["blocks"] = combine_blocks(combine.tolist(), first_entry(lanes))
+        calls.append(call_phases(lanes, combine.tolist()))
         raw.append({"lanes": lanes, "combine": combine[:COMBINE_STAMPS].tolist(),
                     "combine_blocks": calls[-1]["blocks"]})
 

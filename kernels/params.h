@@ -41,7 +41,7 @@ struct DecodeParams {
   const int* num_splits;  // [batch + 1], cumulative
 #ifdef MLA_TIMELINE
   int64_t* timeline;          // [parts * M tiles * 2, kTimelineStamps, 2] (timeline.h)
-  int64_t* timeline_combine;  // [kCombineStamps]
+  int64_t* timeline_combine;  // [kCombineStamps + kCombineBlocksTimed * kCombineBlockStamps]
 #endif
 };
 

@@ -1,8 +1,8 @@
 // In-kernel timeline for diagnosis: %globaltimer stamps at the main loop's milestones, one
 // lane per (part, M tile, warpgroup), plus the combine's first start and last exit, and the
-// milestones of each of its first kCombineBlocksTimed blocks. Built
-// only with MLA_TIMELINE=1 (setup.py) and read by benchmarks/timeline_decode.py; otherwise
-// every stamp compiles to nothing.
+// milestones of each of its first kCombineBlocksTimed blocks. Built only with MLA_TIMELINE=1
+// (setup.py) and read by benchmarks/timeline_decode.py; otherwise every stamp compiles to
+// nothing.
 #pragma once
 #include <cstdint>
 
@@ -34,6 +34,12 @@ __device__ __forceinline__ int64_t global_ns() {
   return static_cast<int64_t>(ns);
 }
 
+__device__ __forceinline__ int64_t sm_id() {
+  uint32_t smid;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+  return smid;
+}
+
 struct TimelineLane {
   int64_t* records;  // null for threads that do not record
   int count = 0;
@@ -43,10 +49,8 @@ struct TimelineLane {
                          : nullptr) {}
   __device__ void operator()(Stamp s, int arg = 0) {
     if (records == nullptr || count >= kTimelineStamps) return;
-    uint32_t smid;
-    asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
     records[2 * count] = global_ns();
-    records[2 * count + 1] = static_cast<int>(s) | int64_t(smid) << 8 | int64_t(arg) << 24;
+    records[2 * count + 1] = static_cast<int>(s) | sm_id() << 8 | int64_t(arg) << 24;
     ++count;
   }
 };
@@ -64,13 +68,7 @@ __device__ __forceinline__ void combine_block_stamp(const DecodeParams& p, Combi
   const int64_t block = blockIdx.x + int64_t(gridDim.x) * (blockIdx.y + int64_t(gridDim.y) * blockIdx.z);
   if (threadIdx.x != 0 || block >= kCombineBlocksTimed) return;
   int64_t* r = p.timeline_combine + kCombineStamps + block * kCombineBlockStamps;
-  if (s == CombineStamp::kInfo) {
-    uint32_t smid;
-    asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
-    r[static_cast<int>(s)] = int64_t(smid) | int64_t(pieces) << 16;
-  } else {
-    r[static_cast<int>(s)] = global_ns();
-  }
+  r[static_cast<int>(s)] = s == CombineStamp::kInfo ? sm_id() | int64_t(pieces) << 16 : global_ns();
 }
 #else
 struct TimelineLane {

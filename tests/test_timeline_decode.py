@@ -34,6 +34,11 @@ def test_call_phases(timeline):
     # Combine slots never written keep their initial values and are left out.
     assert "combine_end" not in t.call_phases([busy], [2_000, 7_500, 0])
     assert t.critical_lane([busy, [], empty]) is busy
+    # Per-block combine stamps after the call-wide ones come back as blocks, from the same origin.
+    assert call["blocks"] == []
+    merging = [8_000, 8_400, 9_000, 9_500, 17 | 22 << 16]
+    blocks = t.call_phases([busy], [2_000, 7_500, 9_000] + merging)["blocks"]
+    assert blocks == [{"block": 0, "sm": 17, "pieces": 22, "waited": 7.0, "weights": 7.4, "merged": 8.0, "exit": 8.5}]
     # Two requests in one part: the boundary is measured from the first one's stores.
     second = [(7_400, t.Q_READY, 3, 1), (8_000, t.S_READY, 3, 0), (9_000, t.PAIR_END, 3, 0), (9_500, t.STORED, 3, 0)]
     phases = t.call_phases([busy + second], [0, 0, 0])["phases"]
