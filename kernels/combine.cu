@@ -22,7 +22,8 @@ constexpr int kColumnSlices = kHeadDimV / 128;
 // Warps of one wave on an SM at 64 registers a thread. Only <4,1> and <1,1> stay within that;
 // <1,2>, <1,4> and <2,1> take 72, 85 and 122 (eleventh session), so fewer of their warps fit.
 constexpr int kMaxWarpsPerSM = 32;
-// Partials a lane keeps in flight per batch of splits: 8 loads of four columns each.
+// Partials a lane keeps in flight per batch of pieces: 8 loads of four 16-bit columns each,
+// kept as loaded (two registers a load) until their multiply, beside the batch's LSEs.
 constexpr int kLoadsInFlight = 8;
 
 // Two-wide conversions of each 16-bit type, so that the four-column store and load below are
@@ -50,8 +51,7 @@ __device__ __forceinline__ void store4(T* dst, float4 v) {
 }
 
 template <typename T>
-__device__ __forceinline__ float4 load4(const T* src) {
-  const uint2 v = *reinterpret_cast<const uint2*>(src);
+__device__ __forceinline__ float4 widen4(uint2 v) {
   const float2 lo = Pair<T>::widen(*reinterpret_cast<const typename Pair<T>::Type*>(&v.x));
   const float2 hi = Pair<T>::widen(*reinterpret_cast<const typename Pair<T>::Type*>(&v.y));
   return make_float4(lo.x, lo.y, hi.x, hi.y);
@@ -108,79 +108,76 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
   const Element* parts =
       static_cast<const Element*>(p.out_accum) + (int64_t(first_split) * p.q_rows + q_row) * kHeadDimV + col;
   const int64_t split_stride = int64_t(p.q_rows) * kHeadDimV;
-  // Splits go 32·kLsePerLane at a time, each lane holding kLsePerLane of their LSEs in
-  // registers: one round of loads gives the pass's max, its sum and every weight. acc and
-  // sum are kept at the running max, every warp of the row computing the same max and sum.
-  constexpr int kLsePerLane = kWarpsPerRow;
-  constexpr int kSplitsPerPass = 32 * kLsePerLane;
-  float max_lse = -INFINITY, sum = 0.f;
+  // Online merge: this warp's pieces j = subset + i·kWarpsPerRow go kBatch at a time, each
+  // piece's LSE (one address for the whole warp) loaded with its partials, so that a batch waits
+  // for one round trip, not one for the LSEs and another for the partials (DESIGN, "Twelfth
+  // session"). acc and sum are kept at the warp's running max of the LSEs.
+  float run_max = -INFINITY, sum = 0.f;
   float4 acc[kSlicesPerWarp];
 #pragma unroll
   for (int s = 0; s < kSlicesPerWarp; ++s) acc[s] = make_float4(0.f, 0.f, 0.f, 0.f);
-  for (int base = 0; base < n; base += kSplitsPerPass) {
-    float weight[kLsePerLane];
-    float pass_max = -INFINITY;
+  for (int j0 = subset; j0 < n; j0 += kBatch * kWarpsPerRow) {
+    float lse[kBatch];
+    uint2 x[kBatch][kSlicesPerWarp];
 #pragma unroll
-    for (int k = 0; k < kLsePerLane; ++k) {
-      const int split = base + k * 32 + lane;
-      weight[k] = split < n ? lse_parts[split] : -INFINITY;
-      pass_max = fmaxf(pass_max, weight[k]);
+    for (int i = 0; i < kBatch; ++i) {
+      const int j = j0 + i * kWarpsPerRow;
+      lse[i] = j < n ? lse_parts[j] : -INFINITY;
+#pragma unroll
+      for (int s = 0; s < kSlicesPerWarp; ++s) {
+        x[i][s] = j < n ? *reinterpret_cast<const uint2*>(parts + j * split_stride + s * 128) : make_uint2(0, 0);
+      }
     }
-    for (int o = 16; o > 0; o /= 2) pass_max = fmaxf(pass_max, __shfl_xor_sync(0xffffffff, pass_max, o));
-    if (pass_max == -INFINITY) continue;  // no split of this pass saw a key
-    const float new_max = fmaxf(max_lse, pass_max);
-    const float carry = exp2f(max_lse - new_max);  // 0 while max_lse is -inf
-    max_lse = new_max;
+    float batch_max = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) batch_max = fmaxf(batch_max, lse[i]);
+    if (j0 == subset) combine_block_stamp(p, CombineStamp::kWeights);  // the first batch is in
+    if (batch_max == -INFINITY) continue;  // no piece of this batch saw a key
+    const float new_max = fmaxf(run_max, batch_max);
+    const float carry = exp2f(run_max - new_max);  // 0 while run_max is -inf
+    run_max = new_max;
+    sum *= carry;
 #pragma unroll
     for (int s = 0; s < kSlicesPerWarp; ++s) scale4(acc[s], carry);
-    float lane_sum = 0.f;
 #pragma unroll
-    for (int k = 0; k < kLsePerLane; ++k) {
-      weight[k] = exp2f(weight[k] - max_lse);  // 0 for a split past n
-      lane_sum += weight[k];
-    }
-    for (int o = 16; o > 0; o /= 2) lane_sum += __shfl_xor_sync(0xffffffff, lane_sum, o);
-    sum = sum * carry + lane_sum;
-    if (base == 0) combine_block_stamp(p, CombineStamp::kWeights);
+    for (int i = 0; i < kBatch; ++i) {
+      const float w = exp2f(lse[i] - run_max);  // 0 for a piece past n or without keys
+      sum += w;
 #pragma unroll
-    for (int k = 0; k < kLsePerLane; ++k) {
-      // This warp's splits among these 32: lane j's, j = subset + i·kWarpsPerRow, loaded
-      // kBatch at a time, all in flight before the first multiply.
-      const int first = base + k * 32, count = min(32, n - first);
-      for (int i0 = 0; i0 < 32 / kWarpsPerRow && subset + i0 * kWarpsPerRow < count; i0 += kBatch) {
-        float4 x[kBatch][kSlicesPerWarp];
-#pragma unroll
-        for (int i = 0; i < kBatch; ++i) {
-          const int j = subset + (i0 + i) * kWarpsPerRow;
-#pragma unroll
-          for (int s = 0; s < kSlicesPerWarp; ++s) {
-            x[i][s] = j < count ? load4(parts + (first + j) * split_stride + s * 128) : make_float4(0.f, 0.f, 0.f, 0.f);
-          }
-        }
-#pragma unroll
-        for (int i = 0; i < kBatch; ++i) {
-          const float w = __shfl_sync(0xffffffff, weight[k], (subset + (i0 + i) * kWarpsPerRow) % 32);
-#pragma unroll
-          for (int s = 0; s < kSlicesPerWarp; ++s) fma4(acc[s], w, x[i][s]);
-        }
-      }
+      for (int s = 0; s < kSlicesPerWarp; ++s) fma4(acc[s], w, widen4<Element>(x[i][s]));
     }
   }
   combine_block_stamp(p, CombineStamp::kMerged);
   if constexpr (kWarpsPerRow > 1) {
+    // The row's warps met different maxima: move each to the row's before adding.
+    __shared__ float warp_max[kCombineRowsPerBlock][kWarpsPerRow], warp_sum[kCombineRowsPerBlock][kWarpsPerRow];
 #pragma unroll
     for (int s = 0; s < kSlicesPerWarp; ++s) warp_acc[row_in_block][subset][s][lane] = acc[s];
+    if (lane == 0) {
+      warp_max[row_in_block][subset] = run_max;
+      warp_sum[row_in_block][subset] = sum;
+    }
     __syncthreads();
     if (subset != 0) return;
+    float row_max = -INFINITY;
 #pragma unroll
-    for (int w = 1; w < kWarpsPerRow; ++w) {
+    for (int w = 0; w < kWarpsPerRow; ++w) row_max = fmaxf(row_max, warp_max[row_in_block][w]);
+    sum = 0.f;
 #pragma unroll
-      for (int s = 0; s < kSlicesPerWarp; ++s) fma4(acc[s], 1.f, warp_acc[row_in_block][w][s][lane]);
+    for (int s = 0; s < kSlicesPerWarp; ++s) acc[s] = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int w = 0; w < kWarpsPerRow; ++w) {
+      const float m = warp_max[row_in_block][w];
+      const float f = m == -INFINITY ? 0.f : exp2f(m - row_max);
+      sum += f * warp_sum[row_in_block][w];
+#pragma unroll
+      for (int s = 0; s < kSlicesPerWarp; ++s) fma4(acc[s], f, warp_acc[row_in_block][w][s][lane]);
     }
+    run_max = row_max;
   }
   if (blockIdx.y * kCombineRowsPerBlock + row_in_block >= p.q_rows) return;  // a clamped duplicate row
   const float inv_sum = sum > 0.f ? 1.f / sum : 0.f;
-  const float lse = sum > 0.f ? max_lse + __log2f(sum) : -INFINITY;
+  const float lse = sum > 0.f ? run_max + __log2f(sum) : -INFINITY;
   Element* out = static_cast<Element*>(p.out) + (int64_t(req) * p.q_rows + q_row) * kHeadDimV + col;
 #pragma unroll
   for (int s = 0; s < kSlicesPerWarp; ++s) {
