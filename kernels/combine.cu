@@ -105,13 +105,16 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
   if (n <= 1) return;  // unsplit requests were written directly
 
   const float* lse_parts = p.lse_accum + int64_t(q_row) * p.splits_capacity + first_split;
-  const Element* parts =
-      static_cast<const Element*>(p.out_accum) + (int64_t(first_split) * p.q_rows + q_row) * kHeadDimV + col;
-  const int64_t split_stride = int64_t(p.q_rows) * kHeadDimV;
+  // Four 16-bit columns of this lane's first slice, in piece `first_split`.
+  const uint2* parts = reinterpret_cast<const uint2*>(static_cast<const Element*>(p.out_accum) +
+                                                      (int64_t(first_split) * p.q_rows + q_row) * kHeadDimV + col);
+  const int64_t piece_stride = int64_t(p.q_rows) * kHeadDimV / 4;  // in uint2
   // Online merge: this warp's pieces j = subset + i·kWarpsPerRow go kBatch at a time, each
   // piece's LSE (one address for the whole warp) loaded with its partials, so that a batch waits
-  // for one round trip, not one for the LSEs and another for the partials (DESIGN, "Twelfth
-  // session"). acc and sum are kept at the warp's running max of the LSEs.
+  // for one round trip, not one for the LSEs and another for the partials. acc and sum are kept
+  // at the warp's running max of the LSEs. The combine is bound by issued instructions, not by
+  // round trips (DESIGN, "Thirteenth session"), so a load costs one address and no branch: a
+  // slot past n re-reads the last piece and gets an LSE of -inf, i.e. weight 0.
   float run_max = -INFINITY, sum = 0.f;
   float4 acc[kSlicesPerWarp];
 #pragma unroll
@@ -121,27 +124,29 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
     uint2 x[kBatch][kSlicesPerWarp];
 #pragma unroll
     for (int i = 0; i < kBatch; ++i) {
-      const int j = j0 + i * kWarpsPerRow;
-      lse[i] = j < n ? lse_parts[j] : -INFINITY;
+      const int j = min(j0 + i * kWarpsPerRow, n - 1);
+      const uint2* src = parts + j * piece_stride;
+      lse[i] = lse_parts[j];
 #pragma unroll
-      for (int s = 0; s < kSlicesPerWarp; ++s) {
-        x[i][s] = j < n ? *reinterpret_cast<const uint2*>(parts + j * split_stride + s * 128) : make_uint2(0, 0);
-      }
+      for (int s = 0; s < kSlicesPerWarp; ++s) x[i][s] = src[s * 32];
     }
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) lse[i] = j0 + i * kWarpsPerRow < n ? lse[i] : -INFINITY;
     float batch_max = -INFINITY;
 #pragma unroll
     for (int i = 0; i < kBatch; ++i) batch_max = fmaxf(batch_max, lse[i]);
     if (j0 == subset) combine_block_stamp(p, CombineStamp::kWeights);  // the first batch is in
-    if (batch_max == -INFINITY) continue;  // no piece of this batch saw a key
+    // No branch on a batch without keys: the compiler would sink the partials' loads behind it.
     const float new_max = fmaxf(run_max, batch_max);
-    const float carry = exp2f(run_max - new_max);  // 0 while run_max is -inf
+    const float ref = new_max == -INFINITY ? 0.f : new_max;  // no -inf - -inf while no piece saw a key
+    const float carry = exp2f(run_max - ref);                 // 0 while run_max is -inf
     run_max = new_max;
     sum *= carry;
 #pragma unroll
     for (int s = 0; s < kSlicesPerWarp; ++s) scale4(acc[s], carry);
 #pragma unroll
     for (int i = 0; i < kBatch; ++i) {
-      const float w = exp2f(lse[i] - run_max);  // 0 for a piece past n or without keys
+      const float w = exp2f(lse[i] - ref);  // 0 for a piece past n or without keys
       sum += w;
 #pragma unroll
       for (int s = 0; s < kSlicesPerWarp; ++s) fma4(acc[s], w, widen4<Element>(x[i][s]));
