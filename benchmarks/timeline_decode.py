@@ -10,8 +10,8 @@ Each call runs after a 256 MB L2 flush, as in `triton.testing.do_bench`. Per cal
 every (part, M tile, warpgroup) lane measured from the first CTA's entry: entry (launch ramp), Q
 in, first S, pair steps, the epilogue's stores, the next request's Q (at a request boundary
 inside a part), the end; then the combine's entry, its return from the grid-dependency wait, and
-its end, and per combine block that merges (thread 0's stamps): its wait, the first pass's
-weights, its last multiply and its exit. (The diagnosis build allocates its stamp buffers in
+its end, and per combine block that merges (thread 0's stamps): its wait, its first batch of
+pieces in, its last multiply and its exit. (The diagnosis build allocates its stamp buffers in
 every call, so the op's own wall time is not representative and is not reported.)
 """
 from __future__ import annotations
@@ -55,12 +55,12 @@ def combine_blocks(combine: list[int], t0: int) -> list[dict]:
     us = lambda ns: (ns - t0) / 1e3  # noqa: E731
     blocks = []
     for i in range(COMBINE_STAMPS, len(combine) - COMBINE_BLOCK_STAMPS + 1, COMBINE_BLOCK_STAMPS):
-        waited, weights, merged, exit_, info = combine[i:i + COMBINE_BLOCK_STAMPS]
+        waited, first_batch, merged, exit_, info = combine[i:i + COMBINE_BLOCK_STAMPS]
         pieces = info >> 16
         if pieces <= 1 or not exit_:
             continue
         blocks.append({"block": (i - COMBINE_STAMPS) // COMBINE_BLOCK_STAMPS, "sm": info & 0xFFFF, "pieces": pieces,
-                       "waited": us(waited), "weights": us(weights) if weights else None, "merged": us(merged),
+                       "waited": us(waited), "first_batch": us(first_batch), "merged": us(merged),
                        "exit": us(exit_)})
     return blocks
 
@@ -155,11 +155,11 @@ def main():
         print(f"combine blocks that merge: {len(calls[-1]['blocks'])} a call; pieces "
               f"{summarize([float(b['pieces']) for b in blocks])}")
         for name, f in (("waited", lambda b: b["waited"]),
-                        ("weights after wait", lambda b: b["weights"] - b["waited"] if b["weights"] else None),
+                        ("first batch after wait", lambda b: b["first_batch"] - b["waited"]),
                         ("merged after wait", lambda b: b["merged"] - b["waited"]),
                         ("exit after merged", lambda b: b["exit"] - b["merged"]),
                         ("exit", lambda b: b["exit"])):
-            print(f"combine {name:<18} {summarize([v for v in map(f, blocks) if v is not None])}")
+            print(f"combine {name:<22} {summarize([f(b) for b in blocks])}")
         last = max(calls[-1]["blocks"], key=lambda b: b["exit"])
         sharing = sum(b["sm"] == last["sm"] for b in calls[-1]["blocks"])
         print(f"last call's latest combine block: {last} ({sharing} merging blocks on its SM)")

@@ -19,8 +19,8 @@ namespace mla {
 // run_combine picks the most parallel shape whose warps fit in one wave.
 constexpr int kCombineRowsPerBlock = 4;
 constexpr int kColumnSlices = kHeadDimV / 128;
-// Warps of one wave on an SM at 64 registers a thread. Only <4,1> and <1,1> stay within that;
-// <1,2>, <1,4> and <2,1> take 72, 85 and 122 (eleventh session), so fewer of their warps fit.
+// Warps of one wave on an SM at 64 registers a thread; every shape takes 48-64 (ptxas, thirteenth
+// session).
 constexpr int kMaxWarpsPerSM = 32;
 // Partials a lane keeps in flight per batch of pieces: 8 loads of four 16-bit columns each,
 // kept as loaded (two registers a load) until their multiply, beside the batch's LSEs.
@@ -112,9 +112,10 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
   // Online merge: this warp's pieces j = subset + i·kWarpsPerRow go kBatch at a time, each
   // piece's LSE (one address for the whole warp) loaded with its partials, so that a batch waits
   // for one round trip, not one for the LSEs and another for the partials. acc and sum are kept
-  // at the warp's running max of the LSEs. The combine is bound by issued instructions, not by
-  // round trips (DESIGN, "Thirteenth session"), so a load costs one address and no branch: a
-  // slot past n re-reads the last piece and gets an LSE of -inf, i.e. weight 0.
+  // at the warp's running max of the LSEs. A load costs one address and no branch (a slot past n
+  // re-reads the last piece with an LSE of -inf, i.e. weight 0): with ~20 instructions of address
+  // and branch a load, a long request's batches took 1.2 µs instead of 0.95 (DESIGN, "Thirteenth
+  // session").
   float run_max = -INFINITY, sum = 0.f;
   float4 acc[kSlicesPerWarp];
 #pragma unroll
@@ -135,7 +136,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
     float batch_max = -INFINITY;
 #pragma unroll
     for (int i = 0; i < kBatch; ++i) batch_max = fmaxf(batch_max, lse[i]);
-    if (j0 == subset) combine_block_stamp(p, CombineStamp::kWeights);  // the first batch is in
+    if (j0 == subset) combine_block_stamp(p, CombineStamp::kFirstBatch);
     // No branch on a batch without keys: the compiler would sink the partials' loads behind it.
     const float new_max = fmaxf(run_max, batch_max);
     const float ref = new_max == -INFINITY ? 0.f : new_max;  // no -inf - -inf while no piece saw a key

@@ -19,10 +19,10 @@ enum class Stamp : int { kEntry, kStart, kQReady, kSReady, kPairEnd, kStored, kP
 constexpr int kTimelineStamps = 1024;
 // The combine's earliest entry, earliest return from its grid-dependency wait, latest exit.
 constexpr int kCombineStamps = 3;
-// Then per combine block (its thread 0): the return from the wait, the first pass's weights
-// ready, the last multiply done, the exit (0 where the block had nothing to merge), and
+// Then per combine block (its thread 0): the return from the wait, the first batch of pieces
+// in, the last multiply done, the exit (0 where the block had nothing to merge), and
 // smid | pieces << 16.
-enum class CombineStamp : int { kWaited, kWeights, kMerged, kExit, kInfo };
+enum class CombineStamp : int { kWaited, kFirstBatch, kMerged, kExit, kInfo };
 constexpr int kCombineBlockStamps = 5;
 constexpr int kCombineBlocksTimed = 1 << 16;
 

@@ -38,7 +38,8 @@ def test_call_phases(timeline):
     assert call["blocks"] == []
     merging = [8_000, 8_400, 9_000, 9_500, 17 | 22 << 16]
     blocks = t.call_phases([busy], [2_000, 7_500, 9_000] + merging)["blocks"]
-    assert blocks == [{"block": 0, "sm": 17, "pieces": 22, "waited": 7.0, "weights": 7.4, "merged": 8.0, "exit": 8.5}]
+    assert blocks == [
+        {"block": 0, "sm": 17, "pieces": 22, "waited": 7.0, "first_batch": 7.4, "merged": 8.0, "exit": 8.5}]
     # Two requests in one part: the boundary is measured from the first one's stores.
     second = [(7_400, t.Q_READY, 3, 1), (8_000, t.S_READY, 3, 0), (9_000, t.PAIR_END, 3, 0), (9_500, t.STORED, 3, 0)]
     phases = t.call_phases([busy + second], [0, 0, 0])["phases"]
@@ -62,9 +63,8 @@ def test_combine_blocks_keep_the_merging_ones(timeline):
     head = [2_000, 7_500, 9_000]
     merging = [8_000, 8_400, 9_000, 9_500, 17 | 22 << 16]   # SM 17, 22 pieces
     unsplit = [8_100, 0, 0, 0, 3 | 1 << 16]                   # one piece: returns after the wait
-    no_weights = [8_200, 0, 8_300, 8_600, 4 | 2 << 16]         # every piece empty: no weights stamp
-    blocks = t.combine_blocks(head + merging + unsplit + [0] * 5 + no_weights, 1_000)
+    blocks = t.combine_blocks(head + merging + unsplit + [0] * 5 + merging, 1_000)
     assert blocks == [
-        {"block": 0, "sm": 17, "pieces": 22, "waited": 7.0, "weights": 7.4, "merged": 8.0, "exit": 8.5},
-        {"block": 3, "sm": 4, "pieces": 2, "waited": 7.2, "weights": None, "merged": 7.3, "exit": 7.6},
+        {"block": 0, "sm": 17, "pieces": 22, "waited": 7.0, "first_batch": 7.4, "merged": 8.0, "exit": 8.5},
+        {"block": 3, "sm": 17, "pieces": 22, "waited": 7.0, "first_batch": 7.4, "merged": 8.0, "exit": 8.5},
     ]
