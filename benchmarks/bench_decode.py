@@ -53,6 +53,15 @@ def sq_sweep_configs():
             yield dict(b=128, s_q=s_q, h_q=h_q, mean_seqlen=8192, varlen=True)
 
 
+def short_context_configs():
+    """Contexts of a few pairs of pages a part, where a part's pages come in bursts (DESIGN,
+    "Thirteenth session")."""
+    for b in (32, 128):
+        for mean in (512, 1024):
+            for h_q in (16, 128):
+                yield dict(b=b, s_q=1, h_q=h_q, mean_seqlen=mean, varlen=True)
+
+
 def seqlens_of(config) -> list[int]:
     if "seqlens" in config:
         return config["seqlens"]
@@ -247,6 +256,8 @@ def selected_configs(which: str, sq_sweep: bool = False, match: str | None = Non
         configs.append(dict(b=4, s_q=4, h_q=16, seqlens=SKEWED_SEQLENS, varlen=True))
     if which == "e2e":
         configs += list(e2e_shape_configs())
+    if which == "short":
+        configs += list(short_context_configs())
     if sq_sweep:
         configs += list(sq_sweep_configs())
     unique = {}
@@ -260,8 +271,8 @@ def main():
     parser.add_argument("--json", help="write the records to this path")
     parser.add_argument("--sq-sweep", action="store_true", help="also s_q 1..8 at h_q 16 and 128, sk8192")
     parser.add_argument("--only", help="comma-separated subset of: " + ",".join(IMPLS))
-    parser.add_argument("--configs", default="all", choices=["all", "flashmla", "skewed", "e2e"],
-                        help="e2e: only the decode shapes of bench_e2e.py's workload")
+    parser.add_argument("--configs", default="all", choices=["all", "flashmla", "skewed", "e2e", "short"],
+                        help="e2e: only the decode shapes of bench_e2e.py's workload; short: contexts of 512 and 1024")
     parser.add_argument("--rounds", type=int, default=1,
                         help="rounds per config, each in rotated order; the median of the rounds is reported")
     parser.add_argument("--match", help="only the configs whose description (as printed) matches this regex")
