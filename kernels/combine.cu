@@ -85,7 +85,7 @@ __device__ __forceinline__ int combined_request(const DecodeParams& p, bool by_p
 template <typename Element, int kWarpsPerRow, int kSlicesPerWarp>
 __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
     combine_kernel(const __grid_constant__ DecodeParams p, bool by_part) {
-  constexpr int kBatch = kLoadsInFlight / kSlicesPerWarp;  // splits loaded at once
+  constexpr int kBatch = kLoadsInFlight / kSlicesPerWarp;  // pieces loaded at once
   __shared__ float4 warp_acc[kCombineRowsPerBlock][kWarpsPerRow][kSlicesPerWarp][32];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int row_in_block = warp / kWarpsPerRow, subset = warp % kWarpsPerRow;
