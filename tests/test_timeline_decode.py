@@ -57,7 +57,6 @@ def test_summarize_gives_the_tail(timeline):
     assert timeline.summarize([2.0]).split()[5] == "2.00"
 
 
-
 def test_combine_blocks_keep_the_merging_ones(timeline):
     t = timeline
     head = [2_000, 7_500, 9_000]
