@@ -1,14 +1,19 @@
 """One small decode with split requests, for compute-sanitizer (see kernels/DESIGN.md):
 
     PYTHONPATH=. compute-sanitizer --tool memcheck python3 tests/sanitize_case.py
-    PYTHONPATH=. compute-sanitizer --tool racecheck python3 tests/sanitize_case.py
+    PYTHONPATH=. compute-sanitizer --tool racecheck python3 tests/sanitize_case.py [S_Q H_Q]
+
+S_Q H_Q default to 2 64 (two M tiles); 5 16 runs the tail CTAs (kernels/tail_rows.cuh).
 """
+import sys
+
 import mla_backend
 from mla_backend import reference
 from mla_backend.testing import cal_diff, make_decode_inputs
 
-inp = make_decode_inputs([3000, 0, 65, 130], s_q=2, h_q=64, device="cuda", seed=0, poison_tails=True)
-tsm, splits = mla_backend.get_mla_metadata(inp.cache_seqlens, 128, 1)
+s_q, h_q = (int(a) for a in sys.argv[1:3]) if len(sys.argv) > 2 else (2, 64)
+inp = make_decode_inputs([3000, 0, 65, 130], s_q=s_q, h_q=h_q, device="cuda", seed=0, poison_tails=True)
+tsm, splits = mla_backend.get_mla_metadata(inp.cache_seqlens, s_q * h_q, 1)
 out, lse = mla_backend.flash_mla_with_kvcache(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512, tsm,
                                               splits, causal=True)
 ref_out, ref_lse = reference.mla_decode(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512, 576 ** -0.5,
