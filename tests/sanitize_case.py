@@ -3,7 +3,7 @@
     PYTHONPATH=. compute-sanitizer --tool memcheck python3 tests/sanitize_case.py
     PYTHONPATH=. compute-sanitizer --tool racecheck python3 tests/sanitize_case.py [S_Q H_Q]
 
-S_Q H_Q default to 2 64 (two M tiles); 5 16 runs the tail CTAs (kernels/tail_rows.cuh).
+S_Q H_Q default to 2 64 (two full M tiles); 5 16 gives 64 + 16 rows.
 """
 import sys
 

@@ -51,7 +51,19 @@ def test_matrix(h_q, s_q):
     run_and_check(seqlens, s_q, h_q, causal=s_q > 1, seed=h_q + s_q)
 
 
-@pytest.mark.parametrize("s_q,h_q", [(1, 64), (4, 64), (2, 16)])
+@pytest.mark.parametrize("s_q,h_q", [(5, 16), (6, 16), (9, 16), (3, 32), (5, 13), (2, 40)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_leftover_rows(s_q, h_q, causal):
+    """q_rows % 64 of 1-32 behind full M tiles (h16 s_q5: 64 + 16 rows), with a long request split
+    across many parts."""
+    rng = random.Random(s_q * 1000 + h_q)
+    seqlens = random_seqlens(rng, 24) + [0, 70000]
+    rng.shuffle(seqlens)
+    _, splits = run_and_check(seqlens, s_q, h_q, causal=causal, seed=s_q + h_q)
+    assert splits[-1].item() > len(seqlens), "some request is split"
+
+
+@pytest.mark.parametrize("s_q,h_q", [(1, 64), (4, 64), (2, 16), (5, 16)])
 def test_fp16(s_q, h_q):
     run_and_check([300, 0, 5000, 64], s_q, h_q, causal=True, dtype=torch.float16, seed=7)
 
