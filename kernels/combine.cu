@@ -92,17 +92,20 @@ __global__ void __launch_bounds__(32 * kWarpsPerRow * kCombineRowsPerBlock)
   const int q_row = min(blockIdx.y * kCombineRowsPerBlock + row_in_block, p.q_rows - 1);
   const int col = blockIdx.z * kSlicesPerWarp * 128 + lane * 4;
   combine_stamp(p, 0);
+  // Which request this block merges comes from the metadata, written before the main kernel
+  // began, so it is read before the wait: a block with nothing to merge leaves at once instead
+  // of holding a slot until the main kernel ends.
+  const int req = combined_request(p, by_part);
+  if (req < 0) return;
+  const int first_split = p.num_splits[req];
+  const int n = p.num_splits[req + 1] - first_split;
+  if (n <= 1) return;  // unsplit requests were written directly
   // Launched early (programmatic dependent launch): wait until the main kernel's
   // partials are written.
   cudaGridDependencySynchronize();
   combine_stamp(p, 1);
   combine_block_stamp(p, CombineStamp::kWaited);
-  const int req = combined_request(p, by_part);
-  if (req < 0) return;
-  const int first_split = p.num_splits[req];
-  const int n = p.num_splits[req + 1] - first_split;
   combine_block_stamp(p, CombineStamp::kInfo, n);
-  if (n <= 1) return;  // unsplit requests were written directly
 
   const float* lse_parts = p.lse_accum + int64_t(q_row) * p.splits_capacity + first_split;
   // Four 16-bit columns of this lane's first slice, in piece `first_split`.
