@@ -2,14 +2,17 @@
 """MLA decode timing: ours beside vLLM's FlashMLA and FA3-MLA kernels and FlashInfer's MLA, same inputs, same run.
 
     python benchmarks/bench_decode.py [--json PATH] [--sq-sweep] [--only NAME] [--configs all|flashmla|skewed|e2e]
-                                      [--rounds N] [--l2 dirty|clean]
+                                      [--rounds N] [--l2 dirty|clean] [--graph-layers N]
 
 FLOPs and bytes follow FlashMLA's benchmark: FLOPs = 2*s_q*sum(seqlen)*h_q*(576+512),
 bytes = 2*(sum(seqlen)*576 + b*s_q*h_q*(576+512)). Times are triton do_bench medians
 (L2 flushed before every call); the implementations' order rotates from config to config
 (and from round to round with --rounds N). do_bench flushes by zeroing 256 MB, which leaves
 L2 full of dirty lines that the timed call writes back as it reads; --l2 clean flushes by
-reading 256 MB instead, as after a layer whose writes were small. Ratios are peer time / our
+reading 256 MB instead, as after a layer whose writes were small. --graph-layers N times a CUDA
+graph of N layers instead, each rewriting q (as the engine's q projection does) and then calling,
+and reports µs a layer: the kernels' launches then follow one another as in a captured decode
+step, which the flushes between do_bench's calls hide. Ratios are peer time / our
 time: > 1 means we are faster.
 """
 from __future__ import annotations
@@ -202,14 +205,44 @@ def clean_l2_median_us(fn, reps: int = 200, warmup: int = 20) -> float:
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1e3
 
 
+def graph_layer_us(fn, q: torch.Tensor, layers: int, reps: int = 20) -> float:
+    """µs a layer: median over `reps` replays of a CUDA graph of `layers` (q rewritten, fn called)."""
+    q_src = q.clone()
+
+    def layer():
+        q.copy_(q_src)
+        fn()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the capture, as torch.cuda.graphs asks
+        for _ in range(3):
+            layer()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(layers):
+            layer()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    graph.replay()
+    for start, end in zip(starts, ends):
+        start.record()
+        graph.replay()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1e3 / layers
+
+
 def median_us(fn, l2: str) -> float:
     if l2 == "clean":
         return clean_l2_median_us(fn)
     return triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median") * 1e3
 
 
-def bench_config(config, impls, records, index=0, rounds=1, l2="dirty"):
-    """Times every implementation on one config: `rounds` rounds, each in rotated order, medians."""
+def bench_config(config, impls, records, index=0, rounds=1, l2="dirty", graph_layers=0):
+    """Times every implementation on one config: `rounds` rounds, each in rotated order, medians;
+    single calls, or with graph_layers > 0 layers of a CUDA graph."""
     s_q, h_q = config["s_q"], config["h_q"]
     seqlens = seqlens_of(config)
     causal = s_q > 1
@@ -228,10 +261,14 @@ def bench_config(config, impls, records, index=0, rounds=1, l2="dirty"):
     samples = {name: [] for name in fns}
     for r in range(rounds):
         for name in impl_order(list(fns), index + r):
-            samples[name].append(median_us(fns[name], l2))
+            if graph_layers:
+                samples[name].append(graph_layer_us(fns[name], inp.q, graph_layers))
+            else:
+                samples[name].append(median_us(fns[name], l2))
     results = {name: statistics.median(v) for name, v in samples.items()}
     for name, us in results.items():
-        records.append({"config": config, "impl": name, "us": round(us, 2), "l2": l2,
+        timing = f"graph{graph_layers}" if graph_layers else l2
+        records.append({"config": config, "impl": name, "us": round(us, 2), "l2": timing,
                         "tflops": round(flops / us / 1e6, 1), "gbps": round(nbytes / us / 1e3, 1)})
     line = f"{describe(config):<30}"
     ours_us = results.get("ours")
@@ -278,14 +315,17 @@ def main():
     parser.add_argument("--match", help="only the configs whose description (as printed) matches this regex")
     parser.add_argument("--l2", default="dirty", choices=["dirty", "clean"],
                         help="L2 before each call: dirty (do_bench's zeroing flush) or clean (a read flush)")
+    parser.add_argument("--graph-layers", type=int, default=0,
+                        help="time a CUDA graph of this many layers (q rewritten, then the call) instead; us a layer")
     args = parser.parse_args()
 
-    print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | L2 {args.l2} | ratios are peer us / our us")
+    timing = f"a CUDA graph of {args.graph_layers} layers, us a layer" if args.graph_layers else f"L2 {args.l2}"
+    print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | {timing} | ratios are peer us / our us")
     impls = available_impls(args.only)
     configs = selected_configs(args.configs, args.sq_sweep, args.match)
     records = []
     for index, config in enumerate(configs):
-        bench_config(config, impls, records, index, args.rounds, args.l2)
+        bench_config(config, impls, records, index, args.rounds, args.l2, args.graph_layers)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)

@@ -61,3 +61,28 @@ def test_match_selects_configs_by_their_printed_description():
     assert [c["b"] for c in skewed] == [4]
     assert bench_decode.selected_configs("e2e", match="^b600 ")[0]["b"] == 600
     assert bench_decode.selected_configs("flashmla", match="no such config") == []
+
+
+
+def test_graph_layers_time_the_graph_not_single_calls(monkeypatch):
+    graphed = []
+
+    def fake_graph_layer_us(fn, q, layers):
+        graphed.append((fn(), tuple(q.shape), layers))
+        return 0.5 if graphed[-1][0] == "ours" else 0.75
+
+    def no_do_bench(fn, **kwargs):
+        raise AssertionError("single calls timed in graph mode")
+
+    real_inputs = bench_decode.make_decode_inputs
+    monkeypatch.setattr(bench_decode, "make_decode_inputs", lambda *a, **k: real_inputs(*a, **{**k, "device": "cpu"}))
+    monkeypatch.setattr(bench_decode, "graph_layer_us", fake_graph_layer_us)
+    monkeypatch.setattr(bench_decode.triton.testing, "do_bench", no_do_bench)
+    monkeypatch.setattr(bench_decode.torch.cuda, "empty_cache", lambda: None)
+
+    impls = {"ours": lambda *a: (lambda: "ours"), "peer": lambda *a: (lambda: "peer")}
+    records = []
+    config = dict(b=2, s_q=2, h_q=16, seqlens=[100, 64], varlen=True)
+    bench_decode.bench_config(config, impls, records, graph_layers=16)
+    assert sorted(graphed) == [("ours", (2, 2, 16, 576), 16), ("peer", (2, 2, 16, 576), 16)]
+    assert {r["impl"]: (r["us"], r["l2"]) for r in records} == {"ours": (0.5, "graph16"), "peer": (0.75, "graph16")}
