@@ -64,12 +64,15 @@ def test_match_selects_configs_by_their_printed_description():
 
 
 
-def test_graph_layers_time_the_graph_not_single_calls(monkeypatch):
+def test_graph_layers_time_the_graph_not_single_calls(monkeypatch, capsys):
     graphed = []
 
     def fake_graph_layer_us(fn, q, layers):
-        graphed.append((fn(), tuple(q.shape), layers))
-        return 0.5 if graphed[-1][0] == "ours" else 0.75
+        name = fn()
+        if name == "uncapturable":
+            raise RuntimeError("operation not permitted when stream is capturing")
+        graphed.append((name, tuple(q.shape), layers))
+        return 0.5 if name == "ours" else 0.75
 
     def no_do_bench(fn, **kwargs):
         raise AssertionError("single calls timed in graph mode")
@@ -80,9 +83,11 @@ def test_graph_layers_time_the_graph_not_single_calls(monkeypatch):
     monkeypatch.setattr(bench_decode.triton.testing, "do_bench", no_do_bench)
     monkeypatch.setattr(bench_decode.torch.cuda, "empty_cache", lambda: None)
 
-    impls = {"ours": lambda *a: (lambda: "ours"), "peer": lambda *a: (lambda: "peer")}
+    impls = {"ours": lambda *a: (lambda: "ours"), "peer": lambda *a: (lambda: "peer"),
+             "uncapturable": lambda *a: (lambda: "uncapturable")}
     records = []
     config = dict(b=2, s_q=2, h_q=16, seqlens=[100, 64], varlen=True)
-    bench_decode.bench_config(config, impls, records, graph_layers=16)
-    assert sorted(graphed) == [("ours", (2, 2, 16, 576), 16), ("peer", (2, 2, 16, 576), 16)]
+    bench_decode.bench_config(config, impls, records, rounds=2, graph_layers=16)
+    assert sorted(graphed) == [("ours", (2, 2, 16, 576), 16)] * 2 + [("peer", (2, 2, 16, 576), 16)] * 2
+    assert "uncapturable failed in a CUDA graph" in capsys.readouterr().err
     assert {r["impl"]: (r["us"], r["l2"]) for r in records} == {"ours": (0.5, "graph16"), "peer": (0.75, "graph16")}
