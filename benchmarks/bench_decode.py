@@ -189,20 +189,26 @@ def impl_order(names: list[str], index: int) -> list[str]:
     return names[k:] + names[:k]
 
 
-def clean_l2_median_us(fn, reps: int = 200, warmup: int = 20) -> float:
-    """Median of `reps` calls, each timed with events after a read of 256 MB (L2 then clean)."""
-    flush = torch.empty(2**26, dtype=torch.int32, device="cuda")
+def event_median_us(fn, reps: int, before=None) -> float:
+    """Median µs of `reps` calls of fn, each timed between two events; `before` runs untimed ahead of each."""
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    for _ in range(warmup):
-        fn()
     for start, end in zip(starts, ends):
-        flush.amax()
+        if before is not None:
+            before()
         start.record()
         fn()
         end.record()
     torch.cuda.synchronize()
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1e3
+
+
+def clean_l2_median_us(fn, reps: int = 200, warmup: int = 20) -> float:
+    """Median of `reps` calls, each timed with events after a read of 256 MB (L2 then clean)."""
+    flush = torch.empty(2**26, dtype=torch.int32, device="cuda")
+    for _ in range(warmup):
+        fn()
+    return event_median_us(fn, reps, before=flush.amax)
 
 
 def graph_layer_us(fn, q: torch.Tensor, layers: int, reps: int = 20) -> float:
@@ -223,15 +229,8 @@ def graph_layer_us(fn, q: torch.Tensor, layers: int, reps: int = 20) -> float:
     with torch.cuda.graph(graph):
         for _ in range(layers):
             layer()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     graph.replay()
-    for start, end in zip(starts, ends):
-        start.record()
-        graph.replay()
-        end.record()
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1e3 / layers
+    return event_median_us(graph.replay, reps) / layers
 
 
 def median_us(fn, l2: str) -> float:
@@ -270,8 +269,8 @@ def bench_config(config, impls, records, index=0, rounds=1, l2="dirty", graph_la
                 print(f"# {describe(config)}: {name} failed in a CUDA graph ({str(e)[:200]})", file=sys.stderr)
                 del fns[name]
     results = {name: statistics.median(samples[name]) for name in fns}
+    timing = f"graph{graph_layers}" if graph_layers else l2
     for name, us in results.items():
-        timing = f"graph{graph_layers}" if graph_layers else l2
         records.append({"config": config, "impl": name, "us": round(us, 2), "l2": timing,
                         "tflops": round(flops / us / 1e6, 1), "gbps": round(nbytes / us / 1e3, 1)})
     line = f"{describe(config):<30}"
