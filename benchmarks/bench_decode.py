@@ -2,7 +2,7 @@
 """MLA decode timing: ours beside vLLM's FlashMLA and FA3-MLA kernels and FlashInfer's MLA, same inputs, same run.
 
     python benchmarks/bench_decode.py [--json PATH] [--sq-sweep] [--only NAME] [--configs all|flashmla|skewed|e2e]
-                                      [--rounds N] [--l2 dirty|clean] [--graph-layers N]
+                                      [--e2e-heads H] [--rounds N] [--l2 dirty|clean] [--graph-layers N]
 
 FLOPs and bytes follow FlashMLA's benchmark: FLOPs = 2*s_q*sum(seqlen)*h_q*(576+512),
 bytes = 2*(sum(seqlen)*576 + b*s_q*h_q*(576+512)). Times are triton do_bench medians
@@ -40,14 +40,15 @@ def flashmla_configs():
                 yield dict(b=128, s_q=s_q, h_q=h_q, mean_seqlen=mean, varlen=True)
 
 
-def e2e_shape_configs():
-    """The decode steps of bench_e2e.py's workload: h_q 128, s_q 1, contexts 2048-2560 tokens.
+def e2e_shape_configs(h_q: int = 128):
+    """The decode steps of bench_e2e.py's workload: s_q 1, contexts 2048-2560 tokens; h_q 128 as
+    in the tiny model on one GPU, or 16 as in one GPU's shard of DeepSeek-V3 at TP 8.
 
     vLLM's default on an 80 GB card admits up to 1024 requests, so that workload's decode steps
     hold all 600 of its requests: b600 is the shape it runs most."""
     rng = random.Random(0)
     for b in (64, 128, 256, 600):
-        yield dict(b=b, s_q=1, h_q=128, seqlens=[rng.randint(2048, 2560) for _ in range(b)], varlen=True)
+        yield dict(b=b, s_q=1, h_q=h_q, seqlens=[rng.randint(2048, 2560) for _ in range(b)], varlen=True)
 
 
 def sq_sweep_configs():
@@ -287,7 +288,7 @@ def bench_config(config, impls, records, index=0, rounds=1, l2="dirty", graph_la
     torch.cuda.empty_cache()
 
 
-def selected_configs(which: str, sq_sweep: bool = False, match: str | None = None) -> list[dict]:
+def selected_configs(which: str, sq_sweep: bool = False, match: str | None = None, e2e_heads: int = 128) -> list[dict]:
     """The configs that --configs, --sq-sweep and --match name, in run order, each once."""
     configs = []
     if which in ("all", "flashmla"):
@@ -295,7 +296,7 @@ def selected_configs(which: str, sq_sweep: bool = False, match: str | None = Non
     if which in ("all", "skewed"):
         configs.append(dict(b=4, s_q=4, h_q=16, seqlens=SKEWED_SEQLENS, varlen=True))
     if which == "e2e":
-        configs += list(e2e_shape_configs())
+        configs += list(e2e_shape_configs(e2e_heads))
     if which == "short":
         configs += list(short_context_configs())
     if sq_sweep:
@@ -313,6 +314,8 @@ def main():
     parser.add_argument("--only", help="comma-separated subset of: " + ",".join(IMPLS))
     parser.add_argument("--configs", default="all", choices=["all", "flashmla", "skewed", "e2e", "short"],
                         help="e2e: only the decode shapes of bench_e2e.py's workload; short: contexts of 512 and 1024")
+    parser.add_argument("--e2e-heads", type=int, default=128,
+                        help="h_q of the e2e shapes: 128 (tiny model, one GPU) or 16 (DeepSeek-V3 at TP 8)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="rounds per config, each in rotated order; the median of the rounds is reported")
     parser.add_argument("--match", help="only the configs whose description (as printed) matches this regex")
@@ -325,7 +328,7 @@ def main():
     timing = f"a CUDA graph of {args.graph_layers} layers, us a layer" if args.graph_layers else f"L2 {args.l2}"
     print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | {timing} | ratios are peer us / our us")
     impls = available_impls(args.only)
-    configs = selected_configs(args.configs, args.sq_sweep, args.match)
+    configs = selected_configs(args.configs, args.sq_sweep, args.match, args.e2e_heads)
     records = []
     for index, config in enumerate(configs):
         bench_config(config, impls, records, index, args.rounds, args.l2, args.graph_layers)

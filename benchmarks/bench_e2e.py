@@ -135,12 +135,14 @@ def main():
     backends = args.backends.split(",")
     if not args.no_warmup:
         run_throughput(args.model, backends[0], args.tp, 256, 32, 16, extra)
-    records = [run_throughput(args.model, b, args.tp, args.input_len, args.output_len, args.num_prompts, extra)
-               for b in run_order(backends, args.repeats)]
+    records = []
+    for b in run_order(backends, args.repeats):
+        records.append(run_throughput(args.model, b, args.tp, args.input_len, args.output_len, args.num_prompts,
+                                      extra))
+        if args.json:  # after every run, so that a call cut short keeps the runs it finished
+            with open(args.json, "w") as f:
+                json.dump(records, f, indent=1)
     print("\n" + summary(records))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,9 @@ def test_match_selects_configs_by_their_printed_description():
     skewed = bench_decode.selected_configs("all", match="seqlens=")
     assert [c["b"] for c in skewed] == [4]
     assert bench_decode.selected_configs("e2e", match="^b600 ")[0]["b"] == 600
+    shard = bench_decode.selected_configs("e2e", e2e_heads=16)
+    assert [c["h_q"] for c in shard] == [16] * 4
+    assert [c["seqlens"] for c in shard] == [c["seqlens"] for c in bench_decode.e2e_shape_configs()]
     assert bench_decode.selected_configs("flashmla", match="no such config") == []
 
 

@@ -1,4 +1,5 @@
 """The run order and the medians of benchmarks/bench_e2e.py (no vLLM needed)."""
+import pytest
 from benchmark_scripts import load
 
 bench_e2e = load("bench_e2e")
@@ -49,3 +50,22 @@ def test_summarize_saved_records(tmp_path, capsys, monkeypatch):
     assert flashmla_row.split()[1:3] == ["2", "19842.4"] and "18584..21101" in flashmla_row
     assert f"{medians_ratio:.3f}," in flashmla_row
     assert "±" in flashmla_row
+
+
+def test_records_are_saved_after_every_run(tmp_path, monkeypatch):
+    path = tmp_path / "e2e.json"
+    done = []
+
+    def fake_run(model, backend, *args):
+        if len(done) == 2:
+            raise RuntimeError("the call ran out of time")
+        done.append(backend)
+        return {"backend": backend, "output_tok_s": 100.0 + len(done)}
+
+    monkeypatch.setattr(bench_e2e, "run_throughput", fake_run)
+    monkeypatch.setattr(bench_e2e.sys, "argv", ["bench_e2e.py", "MODEL", "--backends", "CUSTOM,FLASHMLA",
+                                                "--repeats", "2", "--no-warmup", "--json", str(path)])
+    with pytest.raises(RuntimeError):
+        bench_e2e.main()
+    assert bench_e2e.json.loads(path.read_text()) == [{"backend": "CUSTOM", "output_tok_s": 101.0},
+                                                       {"backend": "FLASHMLA", "output_tok_s": 102.0}]
