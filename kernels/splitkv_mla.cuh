@@ -128,13 +128,13 @@ __device__ __forceinline__ void refill_stage(typename Traits::SharedStorage& sme
 }
 
 // Q rows [m_block * 64, +64) of request `req` into the swizzled Q tile, rows past q_rows
-// zero-filled. All of a thread's copies are put in flight at once (cp.async); wait_q waits.
+// zero-filled; the latent columns from p.q, the rope columns from p.q_pe. All of a thread's
+// copies are put in flight at once (cp.async); wait_q waits.
 template <typename Traits>
 __device__ void issue_q_load(typename Traits::SharedStorage& smem, const DecodeParams& p, int req, int m_block) {
   using Element = typename Traits::Element;
   constexpr int kUnitsPerRow = kHeadDimQK * sizeof(Element) / 16;
   static_assert(kBlockM * kUnitsPerRow % kThreads == 0, "Q tile splits evenly over the threads");
-  const Element* q = static_cast<const Element*>(p.q) + req * p.q_batch_stride;
   const uint32_t sq = static_cast<uint32_t>(__cvta_generic_to_shared(smem.q));
   // Rolled: unrolled, the 18 source addresses stay live across the request loop and spill.
 #pragma unroll 1
@@ -144,7 +144,12 @@ __device__ void issue_q_load(typename Traits::SharedStorage& smem, const DecodeP
     const int q_row = m_block * kBlockM + row;
     const bool valid = q_row < p.q_rows;
     const int s = valid ? q_row / p.num_heads_q : 0, h = valid ? q_row % p.num_heads_q : 0;
-    const Element* src = q + s * p.q_seq_stride + h * p.q_head_stride + col;
+    const bool rope = col >= kHeadDimV;
+    const Element* src =
+        rope ? static_cast<const Element*>(p.q_pe) + req * p.q_pe_batch_stride + s * p.q_pe_seq_stride +
+                   h * p.q_pe_head_stride + (col - kHeadDimV)
+             : static_cast<const Element*>(p.q) + req * p.q_batch_stride + s * p.q_seq_stride + h * p.q_head_stride +
+                   col;
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sq + swizzled_offset(row, col, sizeof(Element))),
                  "l"(src), "r"(valid ? 16 : 0));
   }
