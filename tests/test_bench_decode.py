@@ -1,8 +1,17 @@
 """The timing order of benchmarks/bench_decode.py (no GPU needed)."""
+import pytest
 import torch
 from benchmark_scripts import load
 
 bench_decode = load("bench_decode")
+
+
+@pytest.fixture
+def on_cpu(monkeypatch):
+    """bench_config without a GPU: inputs on the CPU, no cache to empty."""
+    real_inputs = bench_decode.make_decode_inputs
+    monkeypatch.setattr(bench_decode, "make_decode_inputs", lambda *a, **k: real_inputs(*a, **{**k, "device": "cpu"}))
+    monkeypatch.setattr(bench_decode.torch.cuda, "empty_cache", lambda: None)
 
 
 def test_every_implementation_is_timed_first_in_turn():
@@ -14,7 +23,7 @@ def test_every_implementation_is_timed_first_in_turn():
     assert bench_decode.impl_order([], 3) == []
 
 
-def test_bench_config_takes_medians_over_rotated_rounds(monkeypatch, capsys):
+def test_bench_config_takes_medians_over_rotated_rounds(on_cpu, monkeypatch, capsys):
     calls = []
     fake_ms = {"ours": [0.10, 0.30, 0.20], "peer": [0.40, 0.20, 0.30]}
 
@@ -23,10 +32,7 @@ def test_bench_config_takes_medians_over_rotated_rounds(monkeypatch, capsys):
         calls.append(name)
         return fake_ms[name][sum(c == name for c in calls) - 1]
 
-    real_inputs = bench_decode.make_decode_inputs
-    monkeypatch.setattr(bench_decode, "make_decode_inputs", lambda *a, **k: real_inputs(*a, **{**k, "device": "cpu"}))
     monkeypatch.setattr(bench_decode.triton.testing, "do_bench", fake_do_bench)
-    monkeypatch.setattr(bench_decode.torch.cuda, "empty_cache", lambda: None)
 
     def failing(inp, s_q, h_q, causal, apart=None):
         raise RuntimeError("not built for this card")
@@ -67,8 +73,7 @@ def test_match_selects_configs_by_their_printed_description():
     assert bench_decode.selected_configs("flashmla", match="no such config") == []
 
 
-
-def test_graph_layers_time_the_graph_not_single_calls(monkeypatch, capsys):
+def test_graph_layers_time_the_graph_not_single_calls(on_cpu, monkeypatch, capsys):
     graphed = []
 
     def fake_graph_layer_us(fn, q, layers):
@@ -81,11 +86,8 @@ def test_graph_layers_time_the_graph_not_single_calls(monkeypatch, capsys):
     def no_do_bench(fn, **kwargs):
         raise AssertionError("single calls timed in graph mode")
 
-    real_inputs = bench_decode.make_decode_inputs
-    monkeypatch.setattr(bench_decode, "make_decode_inputs", lambda *a, **k: real_inputs(*a, **{**k, "device": "cpu"}))
     monkeypatch.setattr(bench_decode, "graph_layer_us", fake_graph_layer_us)
     monkeypatch.setattr(bench_decode.triton.testing, "do_bench", no_do_bench)
-    monkeypatch.setattr(bench_decode.torch.cuda, "empty_cache", lambda: None)
 
     impls = {"ours": lambda *a: (lambda: "ours"), "peer": lambda *a: (lambda: "peer"),
              "uncapturable": lambda *a: (lambda: "uncapturable")}
@@ -105,11 +107,8 @@ def test_engine_query_lays_q_out_as_vllm_hands_it_over():
     assert rope.stride() == (2 * 5 * 192, 5 * 192, 192, 1)  # the rope slice of the [tokens, h_q, 192] projection
 
 
-def test_q_apart_hands_every_implementation_the_engine_layout(monkeypatch):
-    real_inputs = bench_decode.make_decode_inputs
-    monkeypatch.setattr(bench_decode, "make_decode_inputs", lambda *a, **k: real_inputs(*a, **{**k, "device": "cpu"}))
+def test_q_apart_hands_every_implementation_the_engine_layout(on_cpu, monkeypatch):
     monkeypatch.setattr(bench_decode, "median_us", lambda fn, l2: 10.0)
-    monkeypatch.setattr(bench_decode.torch.cuda, "empty_cache", lambda: None)
     given = {}
 
     def recording(name):
