@@ -131,8 +131,7 @@ def vllm_fa3_mla(inp, s_q, h_q, causal, apart=None):
     from vllm.vllm_flash_attn import flash_attn_varlen_func, get_scheduler_metadata
 
     b = inp.q.shape[0]
-    q_nope, q_pe = ((t.view(b * s_q, h_q, -1) for t in apart) if apart
-                    else (inp.q.view(b * s_q, h_q, 576)[..., :512], inp.q.view(b * s_q, h_q, 576)[..., 512:]))
+    q_nope, q_pe = (t.view(b * s_q, h_q, -1) for t in apart or (inp.q[..., :512], inp.q[..., 512:]))
     cu_seqlens_q = torch.arange(0, b + 1, dtype=torch.int32, device=q_pe.device) * s_q
     max_seqlen_k = int(inp.cache_seqlens.max())
     meta = get_scheduler_metadata(batch_size=b, max_seqlen_q=s_q, max_seqlen_k=max_seqlen_k, num_heads_q=h_q,
@@ -162,8 +161,7 @@ def flashinfer_mla(inp, s_q, h_q, causal, apart=None):
     wrapper = flashinfer.mla.BatchMLAPagedAttentionWrapper(torch.empty(256 << 20, dtype=torch.int8, device=dev))
     wrapper.plan(torch.arange(b + 1, dtype=torch.int32, device=dev) * s_q, kv_indptr, inp.block_table[used],
                  inp.cache_seqlens, h_q, 512, 64, 64, causal, 576 ** -0.5, inp.q.dtype, inp.k_cache.dtype)
-    q = torch.cat(apart, dim=-1) if apart else inp.q
-    q_nope, q_pe = (t.reshape(b * s_q, h_q, -1).contiguous() for t in (q[..., :512], q[..., 512:]))
+    q_nope, q_pe = (t.reshape(b * s_q, h_q, -1).contiguous() for t in apart or (inp.q[..., :512], inp.q[..., 512:]))
     ckv, kpe = inp.k_cache[:, :, 0, :512], inp.k_cache[:, :, 0, 512:]
 
     def run():
