@@ -2,7 +2,7 @@
 """MLA decode timing: ours beside vLLM's FlashMLA and FA3-MLA kernels and FlashInfer's MLA, same inputs, same run.
 
     python benchmarks/bench_decode.py [--json PATH] [--sq-sweep] [--only NAME] [--configs all|flashmla|skewed|e2e]
-                                      [--e2e-heads H] [--rounds N] [--l2 dirty|clean] [--graph-layers N]
+                                      [--e2e-heads H] [--rounds N] [--q-apart] [--l2 dirty|clean] [--graph-layers N]
 
 FLOPs and bytes follow FlashMLA's benchmark: FLOPs = 2*s_q*sum(seqlen)*h_q*(576+512),
 bytes = 2*(sum(seqlen)*576 + b*s_q*h_q*(576+512)). Times are triton do_bench medians
@@ -12,7 +12,9 @@ L2 full of dirty lines that the timed call writes back as it reads; --l2 clean f
 reading 256 MB instead, as after a layer whose writes were small. --graph-layers N times a CUDA
 graph of N layers instead, each rewriting q (as the engine's q projection does) and then calling,
 and reports µs a layer: the kernels' launches then follow one another as in a captured decode
-step, which the flushes between do_bench's calls hide. Ratios are peer time / our
+step, which the flushes between do_bench's calls hide. --q-apart hands each implementation q
+as vLLM's MLA layer hands it to that implementation's backend (latent and rope columns apart;
+FlashMLA's backend concatenates them, and that copy is in its time). Ratios are peer time / our
 time: > 1 means we are faster.
 """
 from __future__ import annotations
@@ -92,34 +94,53 @@ def config_seqlens(args: argparse.Namespace) -> list[int]:
     return seqlens_of(dict(b=args.b, s_q=args.s_q, mean_seqlen=args.mean))
 
 
-def ours(inp, s_q, h_q, causal):
+def engine_query(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """q's values laid out as vLLM's MLA layer hands a decode query to its backend: the latent
+    columns a transposed [h_q, tokens, 512] bmm output, the rope columns a slice of the
+    [tokens, h_q, 192] q projection. Returns (latent [b, s_q, h_q, 512], rope [b, s_q, h_q, 64])."""
+    b, s_q, h_q, _ = q.shape
+    tokens = b * s_q
+    latent = torch.empty(h_q, tokens, 512, dtype=q.dtype, device=q.device).transpose(0, 1)
+    projection = torch.empty(tokens, h_q, 192, dtype=q.dtype, device=q.device)
+    latent.copy_(q[..., :512].reshape(tokens, h_q, 512))
+    projection[..., 128:] = q[..., 512:].reshape(tokens, h_q, 64)
+    return latent.view(b, s_q, h_q, 512), projection[..., 128:].view(b, s_q, h_q, 64)
+
+
+# Each implementation takes q whole, or with apart = engine_query(q) as its vLLM backend does:
+# ours and FA3-MLA read the two parts where they lie, FlashMLA concatenates them first, inside the
+# timed call. FlashInfer's wrapper gets contiguous parts made outside the timed call either way
+# (vLLM's FlashInfer MLA backend runs on sm_100 only).
+def ours(inp, s_q, h_q, causal, apart=None):
     tsm, splits = mla_backend.get_mla_metadata(inp.cache_seqlens, s_q * h_q, 1)
-    return lambda: mla_backend.flash_mla_with_kvcache(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,
-                                                      tsm, splits, causal=causal, check_seqlens=False)
+    q, q_pe = apart or (inp.q, None)
+    return lambda: mla_backend.flash_mla_with_kvcache(q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,
+                                                      tsm, splits, causal=causal, q_pe=q_pe, check_seqlens=False)
 
 
-def vllm_flashmla(inp, s_q, h_q, causal):
+def vllm_flashmla(inp, s_q, h_q, causal, apart=None):
     from vllm.v1.attention.ops import flashmla
 
     sched, _ = flashmla.get_mla_metadata()
-    return lambda: flashmla.flash_mla_with_kvcache(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,
-                                                   sched, None, causal=causal)
+    return lambda: flashmla.flash_mla_with_kvcache(torch.cat(apart, dim=-1) if apart else inp.q, inp.k_cache,
+                                                   inp.block_table, inp.cache_seqlens, 512, sched, None,
+                                                   causal=causal)
 
 
-def vllm_fa3_mla(inp, s_q, h_q, causal):
+def vllm_fa3_mla(inp, s_q, h_q, causal, apart=None):
     from vllm.vllm_flash_attn import flash_attn_varlen_func, get_scheduler_metadata
 
     b = inp.q.shape[0]
-    q = inp.q.view(b * s_q, h_q, 576)
-    cu_seqlens_q = torch.arange(0, b + 1, dtype=torch.int32, device=q.device) * s_q
+    q_nope, q_pe = (t.view(b * s_q, h_q, -1) for t in apart or (inp.q[..., :512], inp.q[..., 512:]))
+    cu_seqlens_q = torch.arange(0, b + 1, dtype=torch.int32, device=q_pe.device) * s_q
     max_seqlen_k = int(inp.cache_seqlens.max())
     meta = get_scheduler_metadata(batch_size=b, max_seqlen_q=s_q, max_seqlen_k=max_seqlen_k, num_heads_q=h_q,
-                                  num_heads_kv=1, headdim=64, cache_seqlens=inp.cache_seqlens, qkv_dtype=q.dtype,
+                                  num_heads_kv=1, headdim=64, cache_seqlens=inp.cache_seqlens, qkv_dtype=q_pe.dtype,
                                   headdim_v=512, page_size=64, cu_seqlens_q=cu_seqlens_q, causal=causal)
 
     def run():
         out, lse = flash_attn_varlen_func(
-            q=q[..., 512:], k=inp.k_cache[..., 512:], v=inp.k_cache[..., :512], q_v=q[..., :512],
+            q=q_pe, k=inp.k_cache[..., 512:], v=inp.k_cache[..., :512], q_v=q_nope,
             max_seqlen_q=s_q, cu_seqlens_q=cu_seqlens_q, max_seqlen_k=max_seqlen_k, seqused_k=inp.cache_seqlens,
             block_table=inp.block_table, softmax_scale=576 ** -0.5, causal=causal, return_softmax_lse=True,
             fa_version=3, scheduler_metadata=meta)
@@ -128,7 +149,7 @@ def vllm_fa3_mla(inp, s_q, h_q, causal):
     return run
 
 
-def flashinfer_mla(inp, s_q, h_q, causal):
+def flashinfer_mla(inp, s_q, h_q, causal, apart=None):
     import flashinfer
 
     b = inp.q.shape[0]
@@ -140,8 +161,7 @@ def flashinfer_mla(inp, s_q, h_q, causal):
     wrapper = flashinfer.mla.BatchMLAPagedAttentionWrapper(torch.empty(256 << 20, dtype=torch.int8, device=dev))
     wrapper.plan(torch.arange(b + 1, dtype=torch.int32, device=dev) * s_q, kv_indptr, inp.block_table[used],
                  inp.cache_seqlens, h_q, 512, 64, 64, causal, 576 ** -0.5, inp.q.dtype, inp.k_cache.dtype)
-    q = inp.q.view(b * s_q, h_q, 576)
-    q_nope, q_pe = q[..., :512].contiguous(), q[..., 512:].contiguous()
+    q_nope, q_pe = (t.reshape(b * s_q, h_q, -1).contiguous() for t in apart or (inp.q[..., :512], inp.q[..., 512:]))
     ckv, kpe = inp.k_cache[:, :, 0, :512], inp.k_cache[:, :, 0, 512:]
 
     def run():
@@ -240,20 +260,22 @@ def median_us(fn, l2: str) -> float:
     return triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median") * 1e3
 
 
-def bench_config(config, impls, records, index=0, rounds=1, l2="dirty", graph_layers=0):
+def bench_config(config, impls, records, index=0, rounds=1, l2="dirty", graph_layers=0, q_apart=False):
     """Times every implementation on one config: `rounds` rounds, each in rotated order, medians;
-    single calls, or with graph_layers > 0 layers of a CUDA graph."""
+    single calls, or with graph_layers > 0 layers of a CUDA graph; q whole, or with q_apart laid
+    out as vLLM's MLA layer hands it over (engine_query)."""
     s_q, h_q = config["s_q"], config["h_q"]
     seqlens = seqlens_of(config)
     causal = s_q > 1
     inp = make_decode_inputs(seqlens, s_q, h_q, device="cuda", seed=1)
+    apart = engine_query(inp.q) if q_apart else None
     total = sum(seqlens)
     flops = 2 * s_q * total * h_q * (576 + 512)
     nbytes = 2 * (total * 576 + len(seqlens) * s_q * h_q * (576 + 512))
     fns, outputs = {}, {}
     for name, make in impls.items():
         try:
-            fns[name] = make(inp, s_q, h_q, causal)
+            fns[name] = make(inp, s_q, h_q, causal, apart)
             outputs[name] = fns[name]()
         except Exception as e:  # a peer that cannot run this config is reported, not fatal
             print(f"# {describe(config)}: {name} failed ({type(e).__name__}: {str(e)[:200]})", file=sys.stderr)
@@ -273,7 +295,8 @@ def bench_config(config, impls, records, index=0, rounds=1, l2="dirty", graph_la
     timing = f"graph{graph_layers}" if graph_layers else l2
     for name, us in results.items():
         records.append({"config": config, "impl": name, "us": round(us, 2), "l2": timing,
-                        "tflops": round(flops / us / 1e6, 1), "gbps": round(nbytes / us / 1e3, 1)})
+                        "tflops": round(flops / us / 1e6, 1), "gbps": round(nbytes / us / 1e3, 1),
+                        **({"q": "apart"} if q_apart else {})})
     line = f"{describe(config):<30}"
     ours_us = results.get("ours")
     for name, us in results.items():
@@ -323,15 +346,21 @@ def main():
                         help="L2 before each call: dirty (do_bench's zeroing flush) or clean (a read flush)")
     parser.add_argument("--graph-layers", type=int, default=0,
                         help="time a CUDA graph of this many layers (q rewritten, then the call) instead; us a layer")
+    parser.add_argument("--q-apart", action="store_true",
+                        help="q's latent and rope columns apart, as vLLM's MLA layer hands them over; "
+                             "FlashMLA concatenates them inside its timed call, as its vLLM backend does")
     args = parser.parse_args()
+    if args.q_apart and args.graph_layers:
+        parser.error("--q-apart times single calls; it does not combine with --graph-layers")
 
     timing = f"a CUDA graph of {args.graph_layers} layers, us a layer" if args.graph_layers else f"L2 {args.l2}"
+    timing += ", q apart as vLLM hands it over" if args.q_apart else ""
     print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | {timing} | ratios are peer us / our us")
     impls = available_impls(args.only)
     configs = selected_configs(args.configs, args.sq_sweep, args.match, args.e2e_heads)
     records = []
     for index, config in enumerate(configs):
-        bench_config(config, impls, records, index, args.rounds, args.l2, args.graph_layers)
+        bench_config(config, impls, records, index, args.rounds, args.l2, args.graph_layers, args.q_apart)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)

@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <optional>
 #include <tuple>
 
 #include "config.h"
@@ -99,11 +100,20 @@ CUtensorMap make_kv_tensor_map(const at::Tensor& k_cache) {
 std::tuple<at::Tensor, at::Tensor> fwd_kvcache(const at::Tensor& q, const at::Tensor& k_cache,
                                                const at::Tensor& block_table, const at::Tensor& cache_seqlens,
                                                int64_t head_dim_v, const at::Tensor& tile_scheduler_metadata,
-                                               const at::Tensor& num_splits, double softmax_scale, bool causal) {
+                                               const at::Tensor& num_splits, double softmax_scale, bool causal,
+                                               const std::optional<at::Tensor>& q_pe) {
   TORCH_CHECK(q.is_cuda() && k_cache.is_cuda(), "q and k_cache must be CUDA tensors");
   TORCH_CHECK(q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf, "q must be bf16 or fp16");
   TORCH_CHECK(k_cache.scalar_type() == q.scalar_type(), "k_cache must have q's dtype");
-  TORCH_CHECK(q.dim() == 4 && q.size(3) == kHeadDimQK && q.stride(3) == 1, "q must be [b, s_q, h_q, 576], last dim contiguous");
+  const int64_t q_cols = q_pe ? kHeadDimV : kHeadDimQK;
+  TORCH_CHECK(q.dim() == 4 && q.size(3) == q_cols && q.stride(3) == 1,
+              "q must be [b, s_q, h_q, ", q_cols, "], last dim contiguous");
+  if (q_pe) {
+    TORCH_CHECK(q_pe->device() == q.device() && q_pe->scalar_type() == q.scalar_type(), "q_pe must have q's device and dtype");
+    TORCH_CHECK(q_pe->dim() == 4 && q_pe->size(0) == q.size(0) && q_pe->size(1) == q.size(1) &&
+                    q_pe->size(2) == q.size(2) && q_pe->size(3) == kHeadDimQK - kHeadDimV && q_pe->stride(3) == 1,
+                "q_pe must be [b, s_q, h_q, 64] as q, last dim contiguous");
+  }
   TORCH_CHECK(k_cache.dim() == 4 && k_cache.size(1) == kPageSize && k_cache.size(2) == 1 &&
                   k_cache.size(3) == kHeadDimQK && k_cache.stride(3) == 1,
               "k_cache must be [num_blocks, 64, 1, 576], last dim contiguous");
@@ -141,6 +151,11 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache(const at::Tensor& q, const at::Te
   p.q_batch_stride = q.stride(0);
   p.q_seq_stride = q.stride(1);
   p.q_head_stride = q.stride(2);
+  const at::Tensor& rope = q_pe ? *q_pe : q;
+  p.q_pe = static_cast<const char*>(rope.data_ptr()) + (q_pe ? 0 : kHeadDimV * q.element_size());
+  p.q_pe_batch_stride = rope.stride(0);
+  p.q_pe_seq_stride = rope.stride(1);
+  p.q_pe_head_stride = rope.stride(2);
   p.out = out.data_ptr();
   p.lse = lse.data_ptr<float>();
   p.out_accum = out_accum.data_ptr();

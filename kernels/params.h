@@ -23,8 +23,12 @@ struct DecodeParams {
   bool causal;
   float scale_log2;     // softmax_scale * log2(e)
 
-  const void* q;        // [batch, seqlen_q, num_heads_q, 576]
+  // Q's 512 latent columns and its 64 rope columns, each [batch, seqlen_q, num_heads_q, *] with
+  // its own strides: apart where the engine hands them over apart, else q_pe = q + 512.
+  const void* q;
   int64_t q_batch_stride, q_seq_stride, q_head_stride;
+  const void* q_pe;
+  int64_t q_pe_batch_stride, q_pe_seq_stride, q_pe_head_stride;
   void* out;            // [batch, seqlen_q, num_heads_q, 512], contiguous
   float* lse;           // [batch, num_heads_q, seqlen_q], contiguous
 

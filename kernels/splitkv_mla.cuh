@@ -127,27 +127,41 @@ __device__ __forceinline__ void refill_stage(typename Traits::SharedStorage& sme
   }
 }
 
-// Q rows [m_block * 64, +64) of request `req` into the swizzled Q tile, rows past q_rows
-// zero-filled. All of a thread's copies are put in flight at once (cp.async); wait_q waits.
-template <typename Traits>
-__device__ void issue_q_load(typename Traits::SharedStorage& smem, const DecodeParams& p, int req, int m_block) {
-  using Element = typename Traits::Element;
-  constexpr int kUnitsPerRow = kHeadDimQK * sizeof(Element) / 16;
-  static_assert(kBlockM * kUnitsPerRow % kThreads == 0, "Q tile splits evenly over the threads");
-  const Element* q = static_cast<const Element*>(p.q) + req * p.q_batch_stride;
-  const uint32_t sq = static_cast<uint32_t>(__cvta_generic_to_shared(smem.q));
-  // Rolled: unrolled, the 18 source addresses stay live across the request loop and spill.
+// Columns [col0, col0 + kCols) of Q rows [m_block * 64, +64) of request `req`, read from `src`
+// (whose column 0 is Q's column col0), into the swizzled Q tile; rows past q_rows zero-filled.
+// Each thread keeps one column unit and steps over rows, so the column part of both addresses is
+// fixed outside the loop.
+template <typename Element, int kCols>
+__device__ __forceinline__ void issue_q_cols(uint32_t sq, const Element* src, int64_t seq_stride, int64_t head_stride,
+                                             int col0, const DecodeParams& p, int m_block) {
+  constexpr int kUnitsPerRow = kCols * sizeof(Element) / 16;
+  constexpr int kRowsPerStep = kThreads / kUnitsPerRow;
+  static_assert(kThreads % kUnitsPerRow == 0 && kBlockM % kRowsPerStep == 0, "Q columns split evenly over the threads");
+  const int unit_col = (threadIdx.x % kUnitsPerRow) * 8;
+  src += unit_col;
+  // Rolled: unrolled, the source addresses stay live across the request loop and spill.
 #pragma unroll 1
-  for (int i = 0; i < kBlockM * kUnitsPerRow / kThreads; ++i) {
-    const int idx = threadIdx.x + i * kThreads;
-    const int row = idx / kUnitsPerRow, col = (idx % kUnitsPerRow) * 8;
+  for (int row = threadIdx.x / kUnitsPerRow; row < kBlockM; row += kRowsPerStep) {
     const int q_row = m_block * kBlockM + row;
     const bool valid = q_row < p.q_rows;
     const int s = valid ? q_row / p.num_heads_q : 0, h = valid ? q_row % p.num_heads_q : 0;
-    const Element* src = q + s * p.q_seq_stride + h * p.q_head_stride + col;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sq + swizzled_offset(row, col, sizeof(Element))),
-                 "l"(src), "r"(valid ? 16 : 0));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
+                     sq + swizzled_offset(row, col0 + unit_col, sizeof(Element))),
+                 "l"(src + s * seq_stride + h * head_stride), "r"(valid ? 16 : 0));
   }
+}
+
+// Q rows [m_block * 64, +64) of request `req` into the swizzled Q tile: the latent columns from
+// p.q, the rope columns from p.q_pe. All of a thread's copies are put in flight at once
+// (cp.async); wait_q waits.
+template <typename Traits>
+__device__ void issue_q_load(typename Traits::SharedStorage& smem, const DecodeParams& p, int req, int m_block) {
+  using Element = typename Traits::Element;
+  const uint32_t sq = static_cast<uint32_t>(__cvta_generic_to_shared(smem.q));
+  issue_q_cols<Element, kHeadDimV>(sq, static_cast<const Element*>(p.q) + req * p.q_batch_stride, p.q_seq_stride,
+                                   p.q_head_stride, 0, p, m_block);
+  issue_q_cols<Element, kHeadDimQK - kHeadDimV>(sq, static_cast<const Element*>(p.q_pe) + req * p.q_pe_batch_stride,
+                                                p.q_pe_seq_stride, p.q_pe_head_stride, kHeadDimV, p, m_block);
 }
 
 __device__ __forceinline__ void wait_q() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }

@@ -18,8 +18,8 @@ _lib = torch.library.Library("mla_backend", "DEF")
 _lib.define("get_mla_metadata(Tensor cache_seqlens, int num_q_tokens_per_head_k, int num_heads_k) "
             "-> (Tensor, Tensor)")
 _lib.define("fwd_kvcache(Tensor q, Tensor k_cache, Tensor block_table, Tensor cache_seqlens, int head_dim_v, "
-            "Tensor tile_scheduler_metadata, Tensor num_splits, float softmax_scale, bool causal) "
-            "-> (Tensor, Tensor)")
+            "Tensor tile_scheduler_metadata, Tensor num_splits, float softmax_scale, bool causal, "
+            "Tensor? q_pe=None) -> (Tensor, Tensor)")
 
 
 def _load_extension() -> str | None:
@@ -50,8 +50,14 @@ def _get_mla_metadata_cpu(cache_seqlens, num_q_tokens_per_head_k, num_heads_k):
 
 @torch.library.impl("mla_backend::fwd_kvcache", "CPU")
 def _fwd_kvcache_cpu(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits,
-                     softmax_scale, causal):
-    return reference.mla_decode(q, k_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal)
+                     softmax_scale, causal, q_pe=None):
+    return reference.mla_decode(_whole_q(q, q_pe), k_cache, block_table, cache_seqlens, head_dim_v, softmax_scale,
+                                causal)
+
+
+def _whole_q(q: torch.Tensor, q_pe: torch.Tensor | None) -> torch.Tensor:
+    """q with its rope columns, for the reference, which reads q whole."""
+    return q if q_pe is None else torch.cat((q, q_pe), dim=-1)
 
 
 def num_sms(device: torch.device | str) -> int:
@@ -71,7 +77,7 @@ def _get_mla_metadata_fake(cache_seqlens, num_q_tokens_per_head_k, num_heads_k):
 
 @torch.library.register_fake("mla_backend::fwd_kvcache")
 def _fwd_kvcache_fake(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits,
-                      softmax_scale, causal):
+                      softmax_scale, causal, q_pe=None):
     b, s_q, h_q, _ = q.shape
     return q.new_empty((b, s_q, h_q, head_dim_v)), q.new_empty((b, h_q, s_q), dtype=torch.float32)
 
@@ -112,7 +118,7 @@ def _int32_ok(t, dims: int, device: torch.device) -> bool:
 
 
 def _decode_inputs_ok(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
-                      num_splits) -> bool:
+                      num_splits, q_pe=None) -> bool:
     """All of check_decode_inputs' conditions in one expression: the hot path, where they hold."""
     if not (isinstance(q, torch.Tensor) and isinstance(k_cache, torch.Tensor) and q.dim() == 4
             and k_cache.dim() == 4 and head_dim_v == HEAD_DIM_V):
@@ -120,7 +126,13 @@ def _decode_inputs_ok(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_s
     b, s_q, h_q, d = q.shape
     qs, ks = q.stride(), k_cache.stride()
     device = q.device
-    if not (q.dtype in (torch.bfloat16, torch.float16) and d == HEAD_DIM_QK and s_q >= 1 and h_q >= 1
+    if q_pe is not None and not (isinstance(q_pe, torch.Tensor) and q_pe.dtype == q.dtype and q_pe.device == device
+                                 and tuple(q_pe.shape) == (b, s_q, h_q, HEAD_DIM_QK - HEAD_DIM_V)
+                                 and q_pe.stride(3) == 1 and all(st % 8 == 0 for st in q_pe.stride()[:3])
+                                 and (_is_tracing(q_pe) or q_pe.data_ptr() % 16 == 0)):
+        return False
+    q_cols = HEAD_DIM_QK if q_pe is None else HEAD_DIM_V
+    if not (q.dtype in (torch.bfloat16, torch.float16) and d == q_cols and s_q >= 1 and h_q >= 1
             and qs[3] == 1 and qs[0] % 8 == 0 and qs[1] % 8 == 0 and qs[2] % 8 == 0
             and k_cache.dtype == q.dtype and k_cache.device == device
             and tuple(k_cache.shape[1:]) == (PAGE_SIZE, 1, HEAD_DIM_QK)
@@ -136,12 +148,12 @@ def _decode_inputs_ok(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_s
 
 
 def check_decode_inputs(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits,
-                        check_seqlens: bool) -> None:
+                        check_seqlens: bool, q_pe=None) -> None:
     """Raises ValueError naming the first argument that is not what the kernel takes."""
     if not _decode_inputs_ok(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
-                             num_splits):
+                             num_splits, q_pe):
         _raise_first_input_error(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
-                                 num_splits)
+                                 num_splits, q_pe)
     if check_seqlens and not _is_tracing(q) and q.shape[0] > 0:
         lo, hi = (int(v) for v in torch.aminmax(cache_seqlens))
         _expect(lo >= 0, lambda: f"cache_seqlens must be >= 0, got {lo}")
@@ -152,18 +164,31 @@ def check_decode_inputs(q, k_cache, block_table, cache_seqlens, head_dim_v, tile
 
 
 def _raise_first_input_error(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
-                             num_splits) -> None:
+                             num_splits, q_pe=None) -> None:
     """The checks of _decode_inputs_ok one at a time, so that the error names what failed."""
+    q_cols = HEAD_DIM_QK if q_pe is None else HEAD_DIM_V
     _expect(isinstance(q, torch.Tensor), lambda: f"q must be a torch.Tensor, got {type(q).__name__}")
     _expect(q.dtype in (torch.bfloat16, torch.float16), lambda: f"q must be bfloat16 or float16, got {q.dtype}")
-    _expect(q.dim() == 4, lambda: f"q must be [batch, seqlen_q, num_heads_q, {HEAD_DIM_QK}], got shape {list(q.shape)}")
+    _expect(q.dim() == 4, lambda: f"q must be [batch, seqlen_q, num_heads_q, {q_cols}], got shape {list(q.shape)}")
     b, s_q, h_q, d = q.shape
-    _expect(d == HEAD_DIM_QK, lambda: f"q's head dim must be {HEAD_DIM_QK} (512 latent + 64 rope), got {d}")
+    _expect(d == q_cols, lambda: f"q's head dim must be {HEAD_DIM_QK} (512 latent + 64 rope), got {d}" if q_pe is None
+            else f"q's head dim must be {HEAD_DIM_V} (the latent columns; q_pe holds the rope ones), got {d}")
     _expect(s_q >= 1 and h_q >= 1, lambda: f"q must have seqlen_q >= 1 and num_heads_q >= 1, got shape {list(q.shape)}")
     _expect(q.stride(-1) == 1, lambda: f"q must be contiguous in its last dim, got strides {q.stride()}")
     _expect(all(st % 8 == 0 for st in q.stride()[:3]) and _aligned16(q),
             lambda: f"q's batch, token and head strides must be multiples of 8 elements and its data "
                     f"16-byte aligned (16-byte loads), got strides {q.stride()}")
+    if q_pe is not None:
+        rope = HEAD_DIM_QK - HEAD_DIM_V
+        _expect(isinstance(q_pe, torch.Tensor), lambda: f"q_pe must be a torch.Tensor, got {type(q_pe).__name__}")
+        _expect(q_pe.dtype == q.dtype, lambda: f"q_pe must have q's dtype {q.dtype}, got {q_pe.dtype}")
+        _expect(q_pe.device == q.device, lambda: f"q_pe must be on {q.device} (q's device), got {q_pe.device}")
+        _expect(tuple(q_pe.shape) == (b, s_q, h_q, rope),
+                lambda: f"q_pe must have shape {[b, s_q, h_q, rope]} (q's first three dims), got {list(q_pe.shape)}")
+        _expect(q_pe.stride(-1) == 1, lambda: f"q_pe must be contiguous in its last dim, got strides {q_pe.stride()}")
+        _expect(all(st % 8 == 0 for st in q_pe.stride()[:3]) and _aligned16(q_pe),
+                lambda: f"q_pe's batch, token and head strides must be multiples of 8 elements and its data "
+                        f"16-byte aligned (16-byte loads), got strides {q_pe.stride()}")
     _expect(head_dim_v == HEAD_DIM_V, lambda: f"head_dim_v must be {HEAD_DIM_V}, got {head_dim_v}")
 
     _expect(isinstance(k_cache, torch.Tensor), lambda: f"k_cache must be a torch.Tensor, got {type(k_cache).__name__}")
@@ -214,7 +239,8 @@ def get_mla_metadata(cache_seqlens: torch.Tensor, num_q_tokens_per_head_k: int,
 def flash_mla_with_kvcache(q: torch.Tensor, k_cache: torch.Tensor, block_table: torch.Tensor,
                            cache_seqlens: torch.Tensor, head_dim_v: int, tile_scheduler_metadata: torch.Tensor,
                            num_splits: torch.Tensor, softmax_scale: float | None = None, causal: bool = False,
-                           *, check_seqlens: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                           *, q_pe: torch.Tensor | None = None,
+                           check_seqlens: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """MLA decode over a paged KV cache, FlashMLA's original interface.
 
     q [b, s_q, h_q, 576]; k_cache [num_blocks, 64, 1, 576] (V is its first 512 columns);
@@ -222,15 +248,20 @@ def flash_mla_with_kvcache(q: torch.Tensor, k_cache: torch.Tensor, block_table: 
     in q's dtype and lse float32 [b, h_q, s_q]. With causal, query token i of s_q sees the
     first seqlen - s_q + 1 + i keys.
 
+    q_pe [b, s_q, h_q, 64], if given, holds q's rope columns, and q then only its 512 latent
+    ones: the kernel reads each where it lies, so an engine that computes the two apart (vLLM's
+    MLA layer does) need not concatenate them first. softmax_scale defaults to 576 ** -0.5 either way.
+
     check_seqlens reads cache_seqlens on the host to check them against the block table;
     it is skipped while capturing a CUDA graph or compiling. Pass False where a host
     synchronisation per call costs too much.
     """
     check_decode_inputs(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits,
-                        check_seqlens)
+                        check_seqlens, q_pe)
     if softmax_scale is None:
         softmax_scale = HEAD_DIM_QK ** -0.5
     if q.is_cuda and not has_sm90_kernel(q.device):
-        return reference.mla_decode(q, k_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal)
+        return reference.mla_decode(_whole_q(q, q_pe), k_cache, block_table, cache_seqlens, head_dim_v, softmax_scale,
+                                    causal)
     return torch.ops.mla_backend.fwd_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v,
-                                             tile_scheduler_metadata, num_splits, softmax_scale, causal)
+                                             tile_scheduler_metadata, num_splits, softmax_scale, causal, q_pe)

@@ -1,5 +1,6 @@
 """The timing order of benchmarks/bench_decode.py (no GPU needed)."""
 import pytest
+import torch
 from benchmark_scripts import load
 
 bench_decode = load("bench_decode")
@@ -33,7 +34,7 @@ def test_bench_config_takes_medians_over_rotated_rounds(on_cpu, monkeypatch, cap
 
     monkeypatch.setattr(bench_decode.triton.testing, "do_bench", fake_do_bench)
 
-    def failing(inp, s_q, h_q, causal):
+    def failing(inp, s_q, h_q, causal, apart=None):
         raise RuntimeError("not built for this card")
 
     impls = {"ours": lambda *a: (lambda: "ours"), "peer": lambda *a: (lambda: "peer"), "broken": failing}
@@ -96,3 +97,31 @@ def test_graph_layers_time_the_graph_not_single_calls(on_cpu, monkeypatch, capsy
     assert sorted(graphed) == [("ours", (2, 2, 16, 576), 16)] * 2 + [("peer", (2, 2, 16, 576), 16)] * 2
     assert "uncapturable failed in a CUDA graph" in capsys.readouterr().err
     assert {r["impl"]: (r["us"], r["l2"]) for r in records} == {"ours": (0.5, "graph16"), "peer": (0.75, "graph16")}
+
+
+def test_engine_query_lays_q_out_as_vllm_hands_it_over():
+    q = torch.randn(3, 2, 5, 576).to(torch.bfloat16)
+    latent, rope = bench_decode.engine_query(q)
+    assert torch.equal(torch.cat((latent, rope), dim=-1), q)
+    assert latent.stride() == (2 * 512, 512, 3 * 2 * 512, 1)  # a transposed [h_q, tokens, 512] bmm output
+    assert rope.stride() == (2 * 5 * 192, 5 * 192, 192, 1)  # the rope slice of the [tokens, h_q, 192] projection
+
+
+def test_q_apart_hands_every_implementation_the_engine_layout(on_cpu, monkeypatch):
+    monkeypatch.setattr(bench_decode, "median_us", lambda fn, l2: 10.0)
+    given = {}
+
+    def recording(name):
+        def make(inp, s_q, h_q, causal, apart=None):
+            given[name] = (inp.q, apart)
+            return lambda: None
+        return make
+
+    records = []
+    config = dict(b=2, s_q=1, h_q=16, seqlens=[100, 64], varlen=True)
+    bench_decode.bench_config(config, {"ours": recording("ours"), "peer": recording("peer")}, records, q_apart=True)
+    for q, (latent, rope) in given.values():
+        assert torch.equal(torch.cat((latent, rope), dim=-1), q) and not latent.is_contiguous()
+    assert [r["q"] for r in records] == ["apart", "apart"]
+    bench_decode.bench_config(config, {"ours": recording("ours")}, records)
+    assert given["ours"][1] is None and "q" not in records[-1]

@@ -134,6 +134,31 @@ def test_strided_q():
     assert cal_diff(out, ref_out)[0] < OUT_COS and cal_diff(lse, ref_lse)[0] < LSE_COS
 
 
+@pytest.mark.parametrize("s_q,h_q", [(1, 16), (2, 128), (5, 16)])
+def test_rope_columns_apart(s_q, h_q):
+    """q's latent and rope columns from two tensors laid out as vLLM's MLA layer makes them (the
+    latent part a transposed bmm output, the rope part a slice of the q projection) give the very
+    output of the concatenated q, and that output matches the reference."""
+    seqlens = [0, 1, 65, 3000, 20000, 777]
+    inp = make_decode_inputs(seqlens, s_q, h_q, device="cuda", seed=15)
+    b, tokens = len(seqlens), len(seqlens) * s_q
+    latent = torch.empty(h_q, tokens, 512, device="cuda", dtype=torch.bfloat16).transpose(0, 1)
+    projection = torch.empty(tokens, h_q, 192, device="cuda", dtype=torch.bfloat16)
+    latent.copy_(inp.q[..., :512].reshape(tokens, h_q, 512))
+    projection[..., 128:] = inp.q[..., 512:].reshape(tokens, h_q, 64)
+    q_latent, q_pe = latent.view(b, s_q, h_q, 512), projection[..., 128:].view(b, s_q, h_q, 64)
+    tsm, splits = mla_backend.get_mla_metadata(inp.cache_seqlens, s_q * h_q, 1)
+    whole = mla_backend.flash_mla_with_kvcache(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,
+                                               tsm, splits, causal=True)
+    poison_allocator(4 * b * s_q * h_q * 1024 * 8, "cuda")
+    apart = mla_backend.flash_mla_with_kvcache(q_latent, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,
+                                               tsm, splits, causal=True, q_pe=q_pe)
+    assert torch.equal(apart[0], whole[0]) and torch.equal(apart[1], whole[1])
+    ref_out, ref_lse = reference.mla_decode(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,
+                                            576 ** -0.5, True)
+    assert cal_diff(apart[0], ref_out)[0] < OUT_COS and cal_diff(apart[1], ref_lse)[0] < LSE_COS
+
+
 @pytest.mark.parametrize("s_q,h_q", [(1, 16), (2, 128), (8, 63)])
 def test_metadata_matches_model(s_q, h_q):
     rng = random.Random(s_q * h_q)

@@ -50,3 +50,19 @@ def test_public_api_traces_under_torch_compile():
     out, lse = compiled(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens)
     ref_out, ref_lse = decode(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens)
     assert torch.equal(out, ref_out) and torch.equal(lse, ref_lse)
+
+
+def test_rope_columns_apart_trace_under_torch_compile():
+    inp = make_decode_inputs([64, 100], s_q=2, h_q=16, seed=6)
+
+    def decode(q_latent, q_pe, k_cache, block_table, seqlens):
+        tsm, splits = mla_backend.get_mla_metadata(seqlens, 32, 1)
+        return mla_backend.flash_mla_with_kvcache(q_latent, k_cache, block_table, seqlens, 512, tsm, splits,
+                                                  causal=True, q_pe=q_pe)
+
+    compiled = torch.compile(decode, fullgraph=True, backend="aot_eager")
+    args = (inp.q[..., :512], inp.q[..., 512:], inp.k_cache, inp.block_table, inp.cache_seqlens)
+    out, lse = compiled(*args)
+    ref_out, ref_lse = reference.mla_decode(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,
+                                            576 ** -0.5, True)
+    assert torch.equal(out, ref_out) and torch.equal(lse, ref_lse)

@@ -78,6 +78,48 @@ def test_fast_check_agrees_with_named_checks(good, name, value, match):
     assert fast_ok == named_ok
 
 
+@pytest.fixture
+def good_apart(good):
+    """good, with q's rope columns given apart as q_pe."""
+    return {**good, "q": good["q"][..., :512], "q_pe": good["q"][..., 512:]}
+
+
+def test_rope_columns_apart_give_the_whole_q_output(good, good_apart):
+    whole, apart = call(good), call(good_apart)
+    assert torch.equal(whole[0], apart[0]) and torch.equal(whole[1], apart[1])
+
+
+BAD_ROPE_INPUTS = [
+    ("q", lambda a: torch.cat((a["q"], a["q_pe"]), -1), "q's head dim must be 512 .*q_pe holds the rope"),
+    ("q_pe", lambda a: a["q_pe"].half(), "q_pe must have q's dtype"),
+    ("q_pe", lambda a: a["q_pe"][:1], r"q_pe must have shape \[2, 2, 4, 64\]"),
+    ("q_pe", lambda a: a["q_pe"][..., :32], r"q_pe must have shape \[2, 2, 4, 64\]"),
+    ("q_pe", lambda a: a["q_pe"].transpose(-1, -2).contiguous().transpose(-1, -2),
+     "q_pe must be contiguous in its last dim"),
+    ("q_pe", lambda a: torch.empty(2, 2, 4, 65, dtype=torch.bfloat16)[..., 1:],
+     "q_pe's batch, token and head strides must be multiples of 8"),
+    ("q_pe", lambda a: a["q_pe"].tolist(), "q_pe must be a torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize("name,value,match", BAD_ROPE_INPUTS)
+def test_bad_rope_input_names_argument(good_apart, name, value, match):
+    with pytest.raises(ValueError, match=match):
+        call(good_apart, **{name: value(good_apart)})
+
+
+@pytest.mark.parametrize("name,value,match", BAD_ROPE_INPUTS + [(None, None, None)])
+def test_fast_check_agrees_with_named_checks_for_rope_apart(good_apart, name, value, match):
+    args = dict(good_apart) if name is None else {**good_apart, name: value(good_apart)}
+    fast_ok = ops._decode_inputs_ok(**args)
+    try:
+        ops._raise_first_input_error(**args)
+        named_ok = True
+    except ValueError:
+        named_ok = False
+    assert fast_ok == named_ok
+
+
 def test_device_mismatch_is_named(good):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device to put one argument on")

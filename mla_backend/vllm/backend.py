@@ -122,10 +122,13 @@ class MLADecodeImpl(MLACommonImpl[MLABackendMetadata]):
                     attn_metadata: MLABackendMetadata, layer: AttentionLayer) -> tuple[torch.Tensor, torch.Tensor]:
         decode = attn_metadata.decode
         assert decode is not None
-        if isinstance(q, tuple):
-            q = torch.cat(q, dim=-1)
+        # The layer hands q over as (latent, rope) columns: the kernel reads both where they lie,
+        # which saves the copy that concatenating them would make every layer.
+        q, q_pe = q if isinstance(q, tuple) else (q, None)
         q = reshape_query_for_spec_decode(q, attn_metadata.num_decodes)
+        if q_pe is not None:
+            q_pe = reshape_query_for_spec_decode(q_pe, attn_metadata.num_decodes)
         out, lse = flash_mla_with_kvcache(q, kv_c_and_k_pe_cache.unsqueeze(-2), decode.block_table, decode.seq_lens,
                                           self.kv_lora_rank, decode.tile_scheduler_metadata, decode.num_splits,
-                                          softmax_scale=self.scale, causal=True, check_seqlens=False)
+                                          softmax_scale=self.scale, causal=True, q_pe=q_pe, check_seqlens=False)
         return reshape_attn_output_for_spec_decode(out), lse
