@@ -11,6 +11,11 @@ Runs of one backend differ by up to 8% on an H100 and up to 40% on an H200, so `
 runs the backends N times in rotated order (each backend goes first once per rotation),
 compares medians, and prints each backend's spread and an interval for ours / peer.
 `--summarize A.json [B.json ...]` prints the same summary for records saved by earlier calls.
+
+`--rounds-per-engine N` serves N timed rounds from each engine start instead (e2e_rounds.py, the
+same workload through `LLM.generate`): on the GPU host an engine start takes several times longer
+than a run. The rounds of one engine are not independent samples, so the summary takes each
+engine's mean round as one sample.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+
+from e2e_rounds import ROUND_PREFIX
 
 BACKENDS = ["CUSTOM", "FLASHMLA", "FLASH_ATTN_MLA"]
 THROUGHPUT = re.compile(r"Throughput: ([\d.]+) requests/s, ([\d.]+) total tokens/s, ([\d.]+) output tokens/s")
@@ -66,16 +73,45 @@ def run_throughput(model: str, backend: str, tp: int, input_len: int, output_len
             "num_prompts": num_prompts, "output_tok_s": float(match.group(3)), "total_tok_s": float(match.group(2))}
 
 
+def run_engine_rounds(model: str, backend: str, tp: int, input_len: int, output_len: int, num_prompts: int,
+                      extra: list[str], rounds: int, warmup: bool, engine: int, on_round) -> None:
+    """One engine of `backend` serving `rounds` timed rounds (e2e_rounds.py); on_round(record) after each."""
+    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e_rounds.py"),
+           "--rounds", str(rounds), "--input-len", str(input_len), "--output-len", str(output_len),
+           "--num-prompts", str(num_prompts), *([] if warmup else ["--no-warmup"]), "--",
+           "--model", model, "--load-format", "dummy", "--attention-backend", backend,
+           "--tensor-parallel-size", str(tp), *extra]
+    print("$ " + " ".join(cmd), flush=True)
+    done = 0
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+        for line in proc.stdout:
+            if line.startswith(ROUND_PREFIX):
+                done += 1
+                on_round({"backend": backend, "engine": engine, "tp": tp, "input_len": input_len,
+                          "output_len": output_len, "num_prompts": num_prompts,
+                          **json.loads(line[len(ROUND_PREFIX):])})
+        proc.wait()
+        if proc.returncode != 0 or done != rounds:
+            log.seek(0)
+            sys.stderr.write(log.read()[-6000:])
+            raise RuntimeError(f"e2e_rounds.py failed for {backend} (exit {proc.returncode}, {done}/{rounds} rounds)")
+
+
 def run_order(backends: list[str], repeats: int) -> list[str]:
     """Backends for `repeats` rounds, each round rotated by one, so no backend always runs first."""
     return [backends[(r + i) % len(backends)] for r in range(repeats) for i in range(len(backends))]
 
 
 def samples_by_backend(records: list[dict]) -> dict[str, list[float]]:
-    """Output tokens/s of every run, per backend, in run order."""
+    """Output tokens/s per backend, in run order: one sample a run, or, for records of
+    --rounds-per-engine, one sample an engine (its mean round)."""
+    runs: dict[tuple, list[float]] = {}
+    for i, r in enumerate(records):
+        runs.setdefault((r["backend"], r.get("engine", i)), []).append(r["output_tok_s"])
     samples: dict[str, list[float]] = {}
-    for r in records:
-        samples.setdefault(r["backend"], []).append(r["output_tok_s"])
+    for (backend, _), tok_s in runs.items():
+        samples.setdefault(backend, []).append(statistics.mean(tok_s))
     return samples
 
 
@@ -99,7 +135,9 @@ def ratio_of_means(ours: list[float], peer: list[float]) -> tuple[float, float |
 def summary(records: list[dict], ours_backend: str = "CUSTOM") -> str:
     """Runs in order, then per backend: runs, median, spread (min..max) and ours / backend."""
     lines = [f"{'run':>3} {'backend':<16} {'output tok/s':>13}"]
-    lines += [f"{i:>3} {r['backend']:<16} {r['output_tok_s']:>13.1f}" for i, r in enumerate(records, 1)]
+    lines += [f"{i:>3} {r['backend']:<16} {r['output_tok_s']:>13.1f}"
+              + (f"   engine {r['engine']} round {r['round']}" if "engine" in r else "")
+              for i, r in enumerate(records, 1)]
     samples, median = samples_by_backend(records), medians(records)
     ours = samples.get(ours_backend)
     lines += ["", f"{'backend':<16} {'runs':>4} {'median tok/s':>13} {'min..max':>17}   ours/backend: medians, means ± 2 SE"]
@@ -121,6 +159,8 @@ def main():
     add_workload_args(parser)
     parser.add_argument("--no-warmup", action="store_true")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all backends, in rotated order")
+    parser.add_argument("--rounds-per-engine", type=int, default=0,
+                        help="timed rounds from each engine start (e2e_rounds.py); 0: one `vllm bench throughput` a run")
     parser.add_argument("--json", help="write the records (list of dicts) to this path")
     parser.add_argument("--summarize", nargs="+", metavar="JSON", help="summarize saved records; runs nothing")
     args = parser.parse_args()
@@ -133,15 +173,23 @@ def main():
         parser.error("a model folder is needed unless --summarize is given")
     extra = engine_args(args)
     backends = args.backends.split(",")
-    if not args.no_warmup:
-        run_throughput(args.model, backends[0], args.tp, 256, 32, 16, extra)
     records = []
-    for b in run_order(backends, args.repeats):
-        records.append(run_throughput(args.model, b, args.tp, args.input_len, args.output_len, args.num_prompts,
-                                      extra))
+
+    def keep(record: dict) -> None:
+        records.append(record)
         if args.json:  # after every run, so that a call cut short keeps the runs it finished
             with open(args.json, "w") as f:
                 json.dump(records, f, indent=1)
+
+    workload = (args.tp, args.input_len, args.output_len, args.num_prompts, extra)
+    if args.rounds_per_engine:
+        for engine, b in enumerate(run_order(backends, args.repeats)):
+            run_engine_rounds(args.model, b, *workload, args.rounds_per_engine, not args.no_warmup, engine, keep)
+    else:
+        if not args.no_warmup:
+            run_throughput(args.model, backends[0], args.tp, 256, 32, 16, extra)
+        for b in run_order(backends, args.repeats):
+            keep(run_throughput(args.model, b, *workload))
     print("\n" + summary(records))
 
 

@@ -1,4 +1,4 @@
-"""The run order and the medians of benchmarks/bench_e2e.py (no vLLM needed)."""
+"""The run order, the samples and the medians of benchmarks/bench_e2e.py (no vLLM needed)."""
 import pytest
 from benchmark_scripts import load
 
@@ -69,3 +69,11 @@ def test_records_are_saved_after_every_run(tmp_path, monkeypatch):
         bench_e2e.main()
     assert bench_e2e.json.loads(path.read_text()) == [{"backend": "CUSTOM", "output_tok_s": 101.0},
                                                        {"backend": "FLASHMLA", "output_tok_s": 102.0}]
+
+
+def test_rounds_of_one_engine_are_one_sample():
+    rounds = [("CUSTOM", 0, 100.0), ("CUSTOM", 0, 110.0), ("FLASHMLA", 1, 90.0), ("FLASHMLA", 1, 96.0),
+              ("CUSTOM", 2, 120.0)]
+    records = [{"backend": b, "engine": e, "round": i, "output_tok_s": v} for i, (b, e, v) in enumerate(rounds)]
+    assert bench_e2e.samples_by_backend(records) == {"CUSTOM": [105.0, 120.0], "FLASHMLA": [93.0]}
+    assert bench_e2e.medians(records) == {"CUSTOM": 112.5, "FLASHMLA": 93.0}

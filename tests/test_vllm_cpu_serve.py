@@ -1,4 +1,6 @@
-"""`examples/serve.sh` on vLLM's CPU build: the CUSTOM backend serves through the reference path."""
+"""vLLM's CPU build: `examples/serve.sh` serves the CUSTOM backend through the reference path, and
+bench_e2e's engine rounds run on it."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,14 +24,34 @@ _reason = _cpu_platform_reason()
 pytestmark = pytest.mark.skipif(_reason is not None, reason=_reason or "")
 
 
-def test_cpu_serve_answers_openai_requests(tmp_path):
+@pytest.fixture
+def tiny_model(tmp_path):
     model = tmp_path / "tiny"
     subprocess.run([sys.executable, str(ROOT / "examples/make_tiny_deepseek_v3.py"), str(model), "--heads", "16",
                     "--layers", "2"], check=True)
+    return model
+
+
+def test_cpu_serve_answers_openai_requests(tmp_path, tiny_model):
     port, log = free_port(), tmp_path / "serve.log"
-    with served(["bash", str(ROOT / "examples/serve.sh"), str(model), "--load-format", "dummy", "--port", str(port)],
+    with served(["bash", str(ROOT / "examples/serve.sh"), str(tiny_model), "--load-format", "dummy", "--port", str(port)],
                 log) as server:
         base = f"http://127.0.0.1:{port}"
         wait_healthy(server, base, log, timeout_s=400)
-        check_openai_answers(base, str(model))
+        check_openai_answers(base, str(tiny_model))
     assert "MLA on CPU: mla_backend.vllm.backend.MLADecodeBackend decode" in log.read_text()
+
+
+def test_bench_e2e_serves_rounds_from_one_engine(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")
+    records_path = tmp_path / "rounds.json"
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_e2e.py"), str(tiny_model), "--backends", "CUSTOM",
+                          "--rounds-per-engine", "2", "--input-len", "32", "--output-len", "8", "--num-prompts", "4",
+                          "--max-model-len", "2048", "--vllm-args", "--enforce-eager --block-size 64",
+                          "--json", str(records_path)], check=True, capture_output=True, text=True, timeout=600).stdout
+    records = json.loads(records_path.read_text())
+    assert [(r["backend"], r["engine"], r["round"]) for r in records] == [("CUSTOM", 0, 0), ("CUSTOM", 0, 1)]
+    for r in records:  # 4 prompts of 8 output tokens each
+        assert r["output_tok_s"] > 0 and abs(r["output_tok_s"] * r["elapsed_s"] - 32) < 1e-6
+    summary_row = next(line for line in out.splitlines() if line.startswith("CUSTOM "))
+    assert summary_row.split()[1] == "1"  # the two rounds of one engine are one sample
