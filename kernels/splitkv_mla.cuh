@@ -127,8 +127,8 @@ __device__ __forceinline__ void refill_stage(typename Traits::SharedStorage& sme
   }
 }
 
-// Columns [col0, col0 + kCols) of Q rows [m_block * 64, +64) of request `req`, read from `src`
-// (whose column 0 is Q's column col0), into the swizzled Q tile; rows past q_rows zero-filled.
+// Columns [col0, col0 + kCols) of Q rows [m_block * 64, +64) of one request, read from `src`
+// (that request's row 0, column col0), into the swizzled Q tile; rows past q_rows zero-filled.
 // Each thread keeps one column unit and steps over rows, so the column part of both addresses is
 // fixed outside the loop.
 template <typename Element, int kCols>

@@ -111,6 +111,14 @@ def _aligned16(t: torch.Tensor) -> bool:
     return _is_tracing(t) or t.data_ptr() % 16 == 0  # fake tensors under tracing have no data
 
 
+def _expect_16byte_loads(name: str, t: torch.Tensor) -> None:
+    """The kernel reads q's [b, s_q, h_q, *] rows (q and q_pe) in 16-byte pieces."""
+    _expect(t.stride(-1) == 1, lambda: f"{name} must be contiguous in its last dim, got strides {t.stride()}")
+    _expect(all(st % 8 == 0 for st in t.stride()[:3]) and _aligned16(t),
+            lambda: f"{name}'s batch, token and head strides must be multiples of 8 elements and its data "
+                    f"16-byte aligned (16-byte loads), got strides {t.stride()}")
+
+
 def _int32_ok(t, dims: int, device: torch.device) -> bool:
     """_check_int32's conditions but the shape's sizes, in one expression."""
     return (isinstance(t, torch.Tensor) and t.dtype == torch.int32 and t.device == device and t.dim() == dims
@@ -129,7 +137,7 @@ def _decode_inputs_ok(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_s
     if q_pe is not None and not (isinstance(q_pe, torch.Tensor) and q_pe.dtype == q.dtype and q_pe.device == device
                                  and tuple(q_pe.shape) == (b, s_q, h_q, HEAD_DIM_QK - HEAD_DIM_V)
                                  and q_pe.stride(3) == 1 and all(st % 8 == 0 for st in q_pe.stride()[:3])
-                                 and (_is_tracing(q_pe) or q_pe.data_ptr() % 16 == 0)):
+                                 and _aligned16(q_pe)):
         return False
     q_cols = HEAD_DIM_QK if q_pe is None else HEAD_DIM_V
     if not (q.dtype in (torch.bfloat16, torch.float16) and d == q_cols and s_q >= 1 and h_q >= 1
@@ -174,10 +182,7 @@ def _raise_first_input_error(q, k_cache, block_table, cache_seqlens, head_dim_v,
     _expect(d == q_cols, lambda: f"q's head dim must be {HEAD_DIM_QK} (512 latent + 64 rope), got {d}" if q_pe is None
             else f"q's head dim must be {HEAD_DIM_V} (the latent columns; q_pe holds the rope ones), got {d}")
     _expect(s_q >= 1 and h_q >= 1, lambda: f"q must have seqlen_q >= 1 and num_heads_q >= 1, got shape {list(q.shape)}")
-    _expect(q.stride(-1) == 1, lambda: f"q must be contiguous in its last dim, got strides {q.stride()}")
-    _expect(all(st % 8 == 0 for st in q.stride()[:3]) and _aligned16(q),
-            lambda: f"q's batch, token and head strides must be multiples of 8 elements and its data "
-                    f"16-byte aligned (16-byte loads), got strides {q.stride()}")
+    _expect_16byte_loads("q", q)
     if q_pe is not None:
         rope = HEAD_DIM_QK - HEAD_DIM_V
         _expect(isinstance(q_pe, torch.Tensor), lambda: f"q_pe must be a torch.Tensor, got {type(q_pe).__name__}")
@@ -185,10 +190,7 @@ def _raise_first_input_error(q, k_cache, block_table, cache_seqlens, head_dim_v,
         _expect(q_pe.device == q.device, lambda: f"q_pe must be on {q.device} (q's device), got {q_pe.device}")
         _expect(tuple(q_pe.shape) == (b, s_q, h_q, rope),
                 lambda: f"q_pe must have shape {[b, s_q, h_q, rope]} (q's first three dims), got {list(q_pe.shape)}")
-        _expect(q_pe.stride(-1) == 1, lambda: f"q_pe must be contiguous in its last dim, got strides {q_pe.stride()}")
-        _expect(all(st % 8 == 0 for st in q_pe.stride()[:3]) and _aligned16(q_pe),
-                lambda: f"q_pe's batch, token and head strides must be multiples of 8 elements and its data "
-                        f"16-byte aligned (16-byte loads), got strides {q_pe.stride()}")
+        _expect_16byte_loads("q_pe", q_pe)
     _expect(head_dim_v == HEAD_DIM_V, lambda: f"head_dim_v must be {HEAD_DIM_V}, got {head_dim_v}")
 
     _expect(isinstance(k_cache, torch.Tensor), lambda: f"k_cache must be a torch.Tensor, got {type(k_cache).__name__}")
