@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 
-from e2e_rounds import ROUND_PREFIX
+from e2e_rounds import ROUND_PREFIX, WARMUP
 
 BACKENDS = ["CUSTOM", "FLASHMLA", "FLASH_ATTN_MLA"]
 THROUGHPUT = re.compile(r"Throughput: ([\d.]+) requests/s, ([\d.]+) total tokens/s, ([\d.]+) output tokens/s")
@@ -49,11 +49,16 @@ def engine_args(args: argparse.Namespace) -> list[str]:
     return ["--max-model-len", str(args.max_model_len), *shlex.split(args.vllm_args)]
 
 
+def model_args(model: str, backend: str, tp: int) -> list[str]:
+    """The engine arguments that name the model, its dummy weights, the backend and the TP size."""
+    return ["--model", model, "--load-format", "dummy", "--attention-backend", backend, "--tensor-parallel-size",
+            str(tp)]
+
+
 def throughput_cmd(model: str, backend: str, tp: int, input_len: int, output_len: int, num_prompts: int,
                    extra: list[str]) -> list[str]:
     """`vllm bench throughput` on the random dataset with dummy weights."""
-    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "throughput", "--model", model,
-            "--load-format", "dummy", "--attention-backend", backend, "--tensor-parallel-size", str(tp),
+    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "throughput", *model_args(model, backend, tp),
             "--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len",
             str(output_len), "--num-prompts", str(num_prompts), *extra]
 
@@ -79,8 +84,7 @@ def run_engine_rounds(model: str, backend: str, tp: int, input_len: int, output_
     cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e_rounds.py"),
            "--rounds", str(rounds), "--input-len", str(input_len), "--output-len", str(output_len),
            "--num-prompts", str(num_prompts), *([] if warmup else ["--no-warmup"]), "--",
-           "--model", model, "--load-format", "dummy", "--attention-backend", backend,
-           "--tensor-parallel-size", str(tp), *extra]
+           *model_args(model, backend, tp), *extra]
     print("$ " + " ".join(cmd), flush=True)
     done = 0
     with tempfile.TemporaryFile("w+") as log:
@@ -187,7 +191,8 @@ def main():
             run_engine_rounds(args.model, b, *workload, args.rounds_per_engine, not args.no_warmup, engine, keep)
     else:
         if not args.no_warmup:
-            run_throughput(args.model, backends[0], args.tp, 256, 32, 16, extra)
+            run_throughput(args.model, backends[0], args.tp, WARMUP.input_len, WARMUP.output_len, WARMUP.num_prompts,
+                           extra)
         for b in run_order(backends, args.repeats):
             keep(run_throughput(args.model, b, *workload))
     print("\n" + summary(records))

@@ -16,8 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import NamedTuple
 
 ROUND_PREFIX = "ROUND "
+
+
+class Workload(NamedTuple):
+    num_prompts: int
+    input_len: int
+    output_len: int
+
+
+WARMUP = Workload(num_prompts=16, input_len=256, output_len=32)  # fills the compile and Triton caches
 
 
 def random_prompts(vocab_size: int, num_prompts: int, input_len: int, seed: int) -> list[list[int]]:
@@ -58,7 +68,8 @@ def main():
     llm = LLM.from_engine_args(engine_args)
     vocab_size = llm.llm_engine.model_config.get_vocab_size()
     if not args.no_warmup:
-        timed_generate(llm, random_prompts(vocab_size, 16, 256, seed=-1), 32)
+        timed_generate(llm, random_prompts(vocab_size, WARMUP.num_prompts, WARMUP.input_len, seed=-1),
+                       WARMUP.output_len)
     for r in range(args.rounds):
         prompts = random_prompts(vocab_size, args.num_prompts, args.input_len, seed=r)
         elapsed, output_tokens = timed_generate(llm, prompts, args.output_len)
