@@ -58,40 +58,6 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("name,value,match", BAD_INPUTS)
-def test_bad_input_names_argument(good, name, value, match):
-    with pytest.raises(ValueError, match=match):
-        call(good, **{name: value(good)})
-
-
-@pytest.mark.parametrize("name,value,match", BAD_INPUTS + [(None, None, None)])
-def test_fast_check_agrees_with_named_checks(good, name, value, match):
-    assert_fast_check_agrees(dict(good) if name is None else {**good, name: value(good)})
-
-
-def assert_fast_check_agrees(args):
-    # The hot path tests every condition in one expression and runs the one-by-one checks only
-    # when it fails: both must reject the same inputs (the seqlen values are checked apart).
-    fast_ok = ops._decode_inputs_ok(**args)
-    try:
-        ops._raise_first_input_error(**args)
-        named_ok = True
-    except ValueError:
-        named_ok = False
-    assert fast_ok == named_ok
-
-
-@pytest.fixture
-def good_apart(good):
-    """good, with q's rope columns given apart as q_pe."""
-    return {**good, "q": good["q"][..., :512], "q_pe": good["q"][..., 512:]}
-
-
-def test_rope_columns_apart_give_the_whole_q_output(good, good_apart):
-    whole, apart = call(good), call(good_apart)
-    assert torch.equal(whole[0], apart[0]) and torch.equal(whole[1], apart[1])
-
-
 BAD_ROPE_INPUTS = [
     ("q", lambda a: torch.cat((a["q"], a["q_pe"]), -1), "q's head dim must be 512 .*q_pe holds the rope"),
     ("q_pe", lambda a: a["q_pe"].half(), "q_pe must have q's dtype"),
@@ -103,17 +69,42 @@ BAD_ROPE_INPUTS = [
      "q_pe's batch, token and head strides must be multiples of 8"),
     ("q_pe", lambda a: a["q_pe"].tolist(), "q_pe must be a torch.Tensor"),
 ]
+# Each bad input beside the good arguments it spoils: q whole (`good`), or apart (`good_apart`).
+BAD_CASES = [("good", *c) for c in BAD_INPUTS] + [("good_apart", *c) for c in BAD_ROPE_INPUTS]
 
 
-@pytest.mark.parametrize("name,value,match", BAD_ROPE_INPUTS)
-def test_bad_rope_input_names_argument(good_apart, name, value, match):
+@pytest.fixture
+def good_apart(good):
+    """good, with q's rope columns given apart as q_pe."""
+    return {**good, "q": good["q"][..., :512], "q_pe": good["q"][..., 512:]}
+
+
+@pytest.mark.parametrize("inputs,name,value,match", BAD_CASES)
+def test_bad_input_names_argument(request, inputs, name, value, match):
+    args = request.getfixturevalue(inputs)
     with pytest.raises(ValueError, match=match):
-        call(good_apart, **{name: value(good_apart)})
+        call(args, **{name: value(args)})
 
 
-@pytest.mark.parametrize("name,value,match", BAD_ROPE_INPUTS + [(None, None, None)])
-def test_fast_check_agrees_with_named_checks_for_rope_apart(good_apart, name, value, match):
-    assert_fast_check_agrees(dict(good_apart) if name is None else {**good_apart, name: value(good_apart)})
+@pytest.mark.parametrize("inputs,name,value,match",
+                         BAD_CASES + [("good", None, None, None), ("good_apart", None, None, None)])
+def test_fast_check_agrees_with_named_checks(request, inputs, name, value, match):
+    # The hot path tests every condition in one expression and runs the one-by-one checks only
+    # when it fails: both must reject the same inputs (the seqlen values are checked apart).
+    good_args = request.getfixturevalue(inputs)
+    args = dict(good_args) if name is None else {**good_args, name: value(good_args)}
+    fast_ok = ops._decode_inputs_ok(**args)
+    try:
+        ops._raise_first_input_error(**args)
+        named_ok = True
+    except ValueError:
+        named_ok = False
+    assert fast_ok == named_ok
+
+
+def test_rope_columns_apart_give_the_whole_q_output(good, good_apart):
+    whole, apart = call(good), call(good_apart)
+    assert torch.equal(whole[0], apart[0]) and torch.equal(whole[1], apart[1])
 
 
 def test_device_mismatch_is_named(good):
