@@ -119,6 +119,16 @@ def samples_by_backend(records: list[dict]) -> dict[str, list[float]]:
     return samples
 
 
+def load_records(paths: list[str]) -> list[dict]:
+    """The records of saved files, in order. Each file numbers its engines from 0, so engines are
+    renumbered to stay apart: two calls' engine 0 are two engine starts, two samples."""
+    records: list[dict] = []
+    for path in paths:
+        first_engine = 1 + max((r["engine"] for r in records if "engine" in r), default=-1)
+        records += [{**r, "engine": first_engine + r["engine"]} if "engine" in r else r for r in json.load(open(path))]
+    return records
+
+
 def medians(records: list[dict]) -> dict[str, float]:
     """Median output tokens/s per backend."""
     return {b: statistics.median(v) for b, v in samples_by_backend(records).items()}
@@ -170,8 +180,7 @@ def main():
     args = parser.parse_args()
 
     if args.summarize:
-        records = [r for path in args.summarize for r in json.load(open(path))]
-        print(summary(records))
+        print(summary(load_records(args.summarize)))
         return
     if not args.model:
         parser.error("a model folder is needed unless --summarize is given")

@@ -77,3 +77,15 @@ def test_rounds_of_one_engine_are_one_sample():
     records = [{"backend": b, "engine": e, "round": i, "output_tok_s": v} for i, (b, e, v) in enumerate(rounds)]
     assert bench_e2e.samples_by_backend(records) == {"CUSTOM": [105.0, 120.0], "FLASHMLA": [93.0]}
     assert bench_e2e.medians(records) == {"CUSTOM": 112.5, "FLASHMLA": 93.0}
+
+
+def test_engines_of_saved_files_stay_apart(tmp_path):
+    calls = [[("CUSTOM", 0, 100.0), ("CUSTOM", 0, 110.0), ("FLASHMLA", 1, 90.0)],
+             [("FLASHMLA", 0, 80.0), ("CUSTOM", 1, 120.0)]]
+    paths = []
+    for i, rounds in enumerate(calls):
+        paths.append(tmp_path / f"call{i}.json")
+        paths[-1].write_text(bench_e2e.json.dumps([{"backend": b, "engine": e, "output_tok_s": v} for b, e, v in rounds]))
+    records = bench_e2e.load_records([str(p) for p in paths])
+    assert [r["engine"] for r in records] == [0, 0, 1, 2, 3]
+    assert bench_e2e.samples_by_backend(records) == {"CUSTOM": [105.0, 120.0], "FLASHMLA": [90.0, 80.0]}
