@@ -15,12 +15,16 @@ compares medians, and prints each backend's spread and an interval for ours / pe
 `--rounds-per-engine N` serves N timed rounds from each engine start instead (e2e_rounds.py, the
 same workload through `LLM.generate`): on the GPU host an engine start takes several times longer
 than a run. The rounds of one engine are not independent samples, so the summary takes each
-engine's mean round as one sample.
+engine's mean round as one sample. With `--take-turns`, one call keeps an engine of every backend
+alive, and the engines take turns round by round (e2e_rounds.py). The summary also gives ours/peer
+within each call (each saved file is one call) and their geometric mean: the runs of one call share
+a host and a few minutes, so those ratios leave out the drift between calls and hosts.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shlex
@@ -49,16 +53,16 @@ def engine_args(args: argparse.Namespace) -> list[str]:
     return ["--max-model-len", str(args.max_model_len), *shlex.split(args.vllm_args)]
 
 
-def model_args(model: str, backend: str, tp: int) -> list[str]:
-    """The engine arguments that name the model, its dummy weights, the backend and the TP size."""
-    return ["--model", model, "--load-format", "dummy", "--attention-backend", backend, "--tensor-parallel-size",
-            str(tp)]
+def model_args(model: str, tp: int) -> list[str]:
+    """The engine arguments that name the model, its dummy weights and the TP size."""
+    return ["--model", model, "--load-format", "dummy", "--tensor-parallel-size", str(tp)]
 
 
 def throughput_cmd(model: str, backend: str, tp: int, input_len: int, output_len: int, num_prompts: int,
                    extra: list[str]) -> list[str]:
     """`vllm bench throughput` on the random dataset with dummy weights."""
-    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "throughput", *model_args(model, backend, tp),
+    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "throughput", *model_args(model, tp),
+            "--attention-backend", backend,
             "--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len",
             str(output_len), "--num-prompts", str(num_prompts), *extra]
 
@@ -78,13 +82,14 @@ def run_throughput(model: str, backend: str, tp: int, input_len: int, output_len
             "num_prompts": num_prompts, "output_tok_s": float(match.group(3)), "total_tok_s": float(match.group(2))}
 
 
-def run_engine_rounds(model: str, backend: str, tp: int, input_len: int, output_len: int, num_prompts: int,
-                      extra: list[str], rounds: int, warmup: bool, engine: int, on_round) -> None:
-    """One engine of `backend` serving `rounds` timed rounds (e2e_rounds.py); on_round(record) after each."""
+def run_engine_rounds(model: str, backends: list[str], tp: int, input_len: int, output_len: int, num_prompts: int,
+                      extra: list[str], rounds: int, warmup: bool, first_engine: int, on_round) -> None:
+    """One engine per backend, numbered from first_engine, serving `rounds` timed rounds, taking turns
+    (e2e_rounds.py); on_round(record) after each."""
     cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e_rounds.py"),
-           "--rounds", str(rounds), "--input-len", str(input_len), "--output-len", str(output_len),
-           "--num-prompts", str(num_prompts), *([] if warmup else ["--no-warmup"]), "--",
-           *model_args(model, backend, tp), *extra]
+           "--backends", ",".join(backends), "--rounds", str(rounds), "--input-len", str(input_len),
+           "--output-len", str(output_len), "--num-prompts", str(num_prompts), *([] if warmup else ["--no-warmup"]),
+           "--", *model_args(model, tp), *extra]
     print("$ " + " ".join(cmd), flush=True)
     done = 0
     with tempfile.TemporaryFile("w+") as log:
@@ -92,14 +97,15 @@ def run_engine_rounds(model: str, backend: str, tp: int, input_len: int, output_
         for line in proc.stdout:
             if line.startswith(ROUND_PREFIX):
                 done += 1
-                on_round({"backend": backend, "engine": engine, "tp": tp, "input_len": input_len,
-                          "output_len": output_len, "num_prompts": num_prompts,
-                          **json.loads(line[len(ROUND_PREFIX):])})
+                record = json.loads(line[len(ROUND_PREFIX):])
+                on_round({"tp": tp, "input_len": input_len, "output_len": output_len, "num_prompts": num_prompts,
+                          **record, "engine": first_engine + record["engine"]})
         proc.wait()
-        if proc.returncode != 0 or done != rounds:
+        if proc.returncode != 0 or done != rounds * len(backends):
             log.seek(0)
             sys.stderr.write(log.read()[-6000:])
-            raise RuntimeError(f"e2e_rounds.py failed for {backend} (exit {proc.returncode}, {done}/{rounds} rounds)")
+            raise RuntimeError(f"e2e_rounds.py failed for {','.join(backends)} (exit {proc.returncode}, "
+                               f"{done}/{rounds * len(backends)} rounds)")
 
 
 def run_order(backends: list[str], repeats: int) -> list[str]:
@@ -112,7 +118,8 @@ def samples_by_backend(records: list[dict]) -> dict[str, list[float]]:
     --rounds-per-engine, one sample an engine (its mean round)."""
     runs: dict[tuple, list[float]] = {}
     for i, r in enumerate(records):
-        runs.setdefault((r["backend"], r.get("engine", i)), []).append(r["output_tok_s"])
+        run = ("engine", r["engine"]) if "engine" in r else ("run", i)
+        runs.setdefault((r["backend"], run), []).append(r["output_tok_s"])
     samples: dict[str, list[float]] = {}
     for (backend, _), tok_s in runs.items():
         samples.setdefault(backend, []).append(statistics.mean(tok_s))
@@ -120,18 +127,44 @@ def samples_by_backend(records: list[dict]) -> dict[str, list[float]]:
 
 
 def load_records(paths: list[str]) -> list[dict]:
-    """The records of saved files, in order. Each file numbers its engines from 0, so engines are
-    renumbered to stay apart: two calls' engine 0 are two engine starts, two samples."""
+    """The records of saved files, in order, each tagged with its file's index as "call". Each file
+    numbers its engines from 0, so engines are renumbered to stay apart: two calls' engine 0 are two
+    engine starts, two samples."""
     records: list[dict] = []
-    for path in paths:
+    for call, path in enumerate(paths):
         first_engine = 1 + max((r["engine"] for r in records if "engine" in r), default=-1)
-        records += [{**r, "engine": first_engine + r["engine"]} if "engine" in r else r for r in json.load(open(path))]
+        records += [{**r, "call": call, **({"engine": first_engine + r["engine"]} if "engine" in r else {})}
+                    for r in json.load(open(path))]
     return records
 
 
 def medians(records: list[dict]) -> dict[str, float]:
     """Median output tokens/s per backend."""
     return {b: statistics.median(v) for b, v in samples_by_backend(records).items()}
+
+
+def ratios_by_call(records: list[dict], ours: str, peer: str) -> list[float]:
+    """ours / peer within each call that ran both, in call order: the backends of one call ran on one
+    host within minutes, so a call's ratio is free of the drift between calls and hosts."""
+    calls: dict[int, list[dict]] = {}
+    for r in records:
+        calls.setdefault(r.get("call", 0), []).append(r)
+    ratios = []
+    for call_records in calls.values():
+        means = {b: statistics.mean(v) for b, v in samples_by_backend(call_records).items()}
+        if ours in means and peer in means:
+            ratios.append(means[ours] / means[peer])
+    return ratios
+
+
+def geometric_mean_and_two_se(ratios: list[float]) -> tuple[float, float | None]:
+    """The geometric mean of the ratios, and the factor of two standard errors of their logs
+    (None below 2 ratios): the interval is mean / factor .. mean * factor."""
+    logs = [math.log(x) for x in ratios]
+    mean = math.exp(statistics.mean(logs))
+    if len(logs) < 2:
+        return mean, None
+    return mean, math.exp(2 * statistics.stdev(logs) / len(logs) ** 0.5)
 
 
 def ratio_of_means(ours: list[float], peer: list[float]) -> tuple[float, float | None]:
@@ -162,6 +195,12 @@ def summary(records: list[dict], ours_backend: str = "CUSTOM") -> str:
             row += f"   {median[ours_backend] / median[b]:.3f}, {ratio:.3f}"
             row += f" ± {two_se:.3f}" if two_se is not None else ""
         lines.append(row.rstrip())
+    for b in samples:
+        calls = ratios_by_call(records, ours_backend, b) if ours and b != ours_backend else []
+        if calls:
+            mean, factor = geometric_mean_and_two_se(calls)
+            lines.append(f"ours/{b} within each call: {', '.join(f'{x:.3f}' for x in calls)}; geometric mean {mean:.3f}"
+                         + (f", 2 SE {mean / factor:.3f}..{mean * factor:.3f}" if factor else ""))
     return "\n".join(lines)
 
 
@@ -175,6 +214,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all backends, in rotated order")
     parser.add_argument("--rounds-per-engine", type=int, default=0,
                         help="timed rounds from each engine start (e2e_rounds.py); 0: one `vllm bench throughput` a run")
+    parser.add_argument("--take-turns", action="store_true",
+                        help="with --rounds-per-engine: the backends' engines alive together, taking turns round by round")
     parser.add_argument("--json", help="write the records (list of dicts) to this path")
     parser.add_argument("--summarize", nargs="+", metavar="JSON", help="summarize saved records; runs nothing")
     args = parser.parse_args()
@@ -196,8 +237,12 @@ def main():
 
     workload = (args.tp, args.input_len, args.output_len, args.num_prompts, extra)
     if args.rounds_per_engine:
-        for engine, b in enumerate(run_order(backends, args.repeats)):
-            run_engine_rounds(args.model, b, *workload, args.rounds_per_engine, not args.no_warmup, engine, keep)
+        calls = [backends] * args.repeats if args.take_turns else [[b] for b in run_order(backends, args.repeats)]
+        first_engine = 0
+        for call_backends in calls:
+            run_engine_rounds(args.model, call_backends, *workload, args.rounds_per_engine, not args.no_warmup,
+                              first_engine, keep)
+            first_engine += len(call_backends)
     else:
         if not args.no_warmup:
             run_throughput(args.model, backends[0], args.tp, WARMUP.input_len, WARMUP.output_len, WARMUP.num_prompts,

@@ -1,15 +1,24 @@
 #!/usr/bin/env python3
-"""Rounds of bench_e2e's workload in one vLLM engine (run by `bench_e2e.py --rounds-per-engine`).
+"""Rounds of bench_e2e's workload from vLLM engines kept alive (run by `bench_e2e.py --rounds-per-engine`).
 
-    python benchmarks/e2e_rounds.py --rounds 3 [--input-len 2048 --output-len 512 --num-prompts 600]
-        [--no-warmup] -- --model MODEL --load-format dummy --attention-backend CUSTOM ...
+    python benchmarks/e2e_rounds.py --backends CUSTOM[,FLASHMLA] --rounds 3
+        [--input-len 2048 --output-len 512 --num-prompts 600] [--no-warmup] -- --model MODEL --load-format dummy ...
 
 `vllm bench throughput` starts an engine for a single timed run, and on the GPU host the start
-(compilation, CUDA-graph capture) takes several times longer than the run itself. Here one engine
-serves several rounds. Each round sends fresh random prompts, so that no round hits another's
-prefix cache, and times `llm.generate` as `vllm bench throughput` does: with `ignore_eos`,
-`temperature=1.0`, and all prompts queued at once. After each round it prints one line,
-`ROUND {json}`.
+(compilation, CUDA-graph capture) takes several times longer than the run itself. Here each
+backend gets one engine, and that engine serves several rounds. Each round sends fresh random
+prompts, so that no round hits another's prefix cache. It times `llm.generate` as `vllm bench
+throughput` does: with `ignore_eos`, `temperature=1.0`, and all prompts queued at once. After each
+round it prints one line, `ROUND {json}`.
+
+With several backends, the engines take turns: round r runs every backend once, in an order
+rotated by r. So each round pairs the backends a minute apart on the same host. Separate calls
+would pair them many minutes apart, and the GPU host's throughput drifts by up to 12% between
+rounds. Where the platform has vLLM's sleep mode (CUDA), an engine sleeps between its turns: it
+gives back its KV cache and leaves the whole card to the engine whose turn it is. Every engine
+should then be started with the same `--gpu-memory-utilization`, low enough that a waking engine
+fits beside the others' sleeping remains (0.85 on a 141 GB H200). Without sleep mode (CPU), the
+engines share the memory and run as they are.
 """
 from __future__ import annotations
 
@@ -49,8 +58,14 @@ def timed_generate(llm, prompts: list[list[int]], output_len: int) -> tuple[floa
     return elapsed, sum(len(o.outputs[0].token_ids) for o in outputs)
 
 
+def rotated(backends: list[str], r: int) -> list[tuple[int, str]]:
+    """(engine, backend) in the order they take round r: rotated by r, so no backend always goes first."""
+    return [(e % len(backends), backends[e % len(backends)]) for e in range(r, r + len(backends))]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", required=True, help="attention backends, one engine each, comma-separated")
     parser.add_argument("--rounds", type=int, required=True)
     parser.add_argument("--input-len", type=int, default=2048)
     parser.add_argument("--output-len", type=int, default=512)
@@ -59,23 +74,39 @@ def main():
     args, engine_argv = parser.parse_known_args()
     if engine_argv[:1] == ["--"]:
         engine_argv = engine_argv[1:]
+    backends = args.backends.split(",")
 
     from vllm import LLM
     from vllm.engine.arg_utils import EngineArgs
+    from vllm.platforms import current_platform
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    engine_args = EngineArgs.from_cli_args(EngineArgs.add_cli_args(FlexibleArgumentParser()).parse_args(engine_argv))
-    llm = LLM.from_engine_args(engine_args)
-    vocab_size = llm.llm_engine.model_config.get_vocab_size()
-    if not args.no_warmup:
-        timed_generate(llm, random_prompts(vocab_size, WARMUP.num_prompts, WARMUP.input_len, seed=-1),
-                       WARMUP.output_len)
+    sleeps = len(backends) > 1 and current_platform.is_sleep_mode_available()
+    cli = EngineArgs.add_cli_args(FlexibleArgumentParser())
+    engines = []
+    for backend in backends:
+        argv = [*engine_argv, "--attention-backend", backend, *(["--enable-sleep-mode"] if sleeps else [])]
+        llm = LLM.from_engine_args(EngineArgs.from_cli_args(cli.parse_args(argv)))
+        if not args.no_warmup:
+            timed_generate(llm, random_prompts(llm.llm_engine.model_config.get_vocab_size(), WARMUP.num_prompts,
+                                               WARMUP.input_len, seed=-1), WARMUP.output_len)
+        if sleeps:
+            llm.sleep(level=1)
+        engines.append(llm)
+    vocab_size = engines[0].llm_engine.model_config.get_vocab_size()
     for r in range(args.rounds):
         prompts = random_prompts(vocab_size, args.num_prompts, args.input_len, seed=r)
-        elapsed, output_tokens = timed_generate(llm, prompts, args.output_len)
-        record = {"round": r, "elapsed_s": elapsed, "output_tok_s": output_tokens / elapsed,
-                  "total_tok_s": (output_tokens + args.num_prompts * args.input_len) / elapsed}
-        print(ROUND_PREFIX + json.dumps(record), flush=True)
+        for engine, backend in rotated(backends, r):
+            llm = engines[engine]
+            if sleeps:
+                llm.wake_up()
+            elapsed, output_tokens = timed_generate(llm, prompts, args.output_len)
+            if sleeps:
+                llm.sleep(level=1)
+            record = {"backend": backend, "engine": engine, "round": r, "elapsed_s": elapsed,
+                      "output_tok_s": output_tokens / elapsed,
+                      "total_tok_s": (output_tokens + args.num_prompts * args.input_len) / elapsed}
+            print(ROUND_PREFIX + json.dumps(record), flush=True)
 
 
 if __name__ == "__main__":

@@ -89,3 +89,27 @@ def test_engines_of_saved_files_stay_apart(tmp_path):
     records = bench_e2e.load_records([str(p) for p in paths])
     assert [r["engine"] for r in records] == [0, 0, 1, 2, 3]
     assert bench_e2e.samples_by_backend(records) == {"CUSTOM": [105.0, 120.0], "FLASHMLA": [90.0, 80.0]}
+
+
+def test_runs_and_engines_of_saved_files_stay_apart(tmp_path):
+    whole_runs = tmp_path / "runs.json"  # `vllm bench throughput` runs carry no engine
+    whole_runs.write_text(bench_e2e.json.dumps([{"backend": "FLASHMLA", "output_tok_s": 90.0},
+                                                {"backend": "CUSTOM", "output_tok_s": 99.0}]))
+    rounds = tmp_path / "rounds.json"
+    rounds.write_text(bench_e2e.json.dumps([{"backend": "FLASHMLA", "engine": 0, "output_tok_s": 100.0},
+                                            {"backend": "CUSTOM", "engine": 1, "output_tok_s": 104.0}]))
+    records = bench_e2e.load_records([str(whole_runs), str(rounds)])
+    assert bench_e2e.samples_by_backend(records) == {"FLASHMLA": [90.0, 100.0], "CUSTOM": [99.0, 104.0]}
+    assert bench_e2e.ratios_by_call(records, "CUSTOM", "FLASHMLA") == [1.1, 1.04]
+
+
+def test_ratios_within_calls_and_their_geometric_mean():
+    records = [{"backend": b, "engine": e, "call": c, "output_tok_s": v} for b, e, c, v in
+               [("CUSTOM", 0, 0, 110.0), ("CUSTOM", 0, 0, 130.0), ("FLASHMLA", 1, 0, 100.0),
+                ("FLASHMLA", 2, 1, 200.0), ("CUSTOM", 3, 1, 180.0), ("CUSTOM", 4, 2, 50.0)]]
+    assert bench_e2e.ratios_by_call(records, "CUSTOM", "FLASHMLA") == [1.2, 0.9]  # call 2 has no peer
+    mean, factor = bench_e2e.geometric_mean_and_two_se([1.2, 0.9])
+    assert abs(mean - (1.2 * 0.9) ** 0.5) < 1e-12
+    # logs 0.1823 and -0.1054: stdev 0.2035, over 2 ratios
+    assert abs(factor - bench_e2e.math.exp(2 * 0.20345 / 2 ** 0.5)) < 1e-4
+    assert bench_e2e.geometric_mean_and_two_se([1.1]) == (1.1, None)

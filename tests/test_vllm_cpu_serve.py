@@ -42,16 +42,22 @@ def test_cpu_serve_answers_openai_requests(tmp_path, tiny_model):
     assert "MLA on CPU: mla_backend.vllm.backend.MLADecodeBackend decode" in log.read_text()
 
 
-def test_bench_e2e_serves_rounds_from_one_engine(tmp_path, tiny_model, monkeypatch):
-    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")
+@pytest.mark.parametrize("backends,take_turns,order", [
+    ("CUSTOM", [], [(0, 0), (0, 1)]),
+    # Two engines alive together; round 1 goes the other way round.
+    ("CUSTOM,CUSTOM", ["--take-turns"], [(0, 0), (1, 0), (1, 1), (0, 1)]),
+], ids=["one-engine", "two-engines-taking-turns"])
+def test_bench_e2e_serves_rounds_from_engines_kept_alive(tmp_path, tiny_model, monkeypatch, backends, take_turns,
+                                                         order):
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     records_path = tmp_path / "rounds.json"
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_e2e.py"), str(tiny_model), "--backends", "CUSTOM",
-                          "--rounds-per-engine", "2", "--input-len", "32", "--output-len", "8", "--num-prompts", "4",
-                          "--max-model-len", "2048", "--vllm-args", "--enforce-eager --block-size 64",
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_e2e.py"), str(tiny_model), "--backends", backends,
+                          *take_turns, "--rounds-per-engine", "2", "--input-len", "32", "--output-len", "8",
+                          "--num-prompts", "4", "--max-model-len", "2048", "--vllm-args", "--enforce-eager --block-size 64",
                           "--json", str(records_path)], check=True, capture_output=True, text=True, timeout=600).stdout
     records = json.loads(records_path.read_text())
-    assert [(r["backend"], r["engine"], r["round"]) for r in records] == [("CUSTOM", 0, 0), ("CUSTOM", 0, 1)]
+    assert [(r["backend"], r["engine"], r["round"]) for r in records] == [("CUSTOM", e, r) for e, r in order]
     for r in records:  # 4 prompts of 8 output tokens each
         assert r["output_tok_s"] > 0 and abs(r["output_tok_s"] * r["elapsed_s"] - 32) < 1e-6
     summary_row = next(line for line in out.splitlines() if line.startswith("CUSTOM "))
-    assert summary_row.split()[1] == "1"  # the two rounds of one engine are one sample
+    assert summary_row.split()[1] == str(len(backends.split(",")))  # the rounds of one engine are one sample
