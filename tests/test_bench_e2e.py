@@ -113,3 +113,12 @@ def test_ratios_within_calls_and_their_geometric_mean():
     # logs 0.1823 and -0.1054: stdev 0.2035, over 2 ratios
     assert abs(factor - bench_e2e.math.exp(2 * 0.20345 / 2 ** 0.5)) < 1e-4
     assert bench_e2e.geometric_mean_and_two_se([1.1]) == (1.1, None)
+
+
+def test_engines_take_turns_in_an_order_rotated_each_round():
+    e2e_rounds = load("e2e_rounds")
+    assert e2e_rounds.rotated(["CUSTOM", "FLASHMLA"], 0) == [(0, "CUSTOM"), (1, "FLASHMLA")]
+    assert e2e_rounds.rotated(["CUSTOM", "FLASHMLA"], 1) == [(1, "FLASHMLA"), (0, "CUSTOM")]
+    firsts = [e2e_rounds.rotated(["A", "B", "C"], r)[0] for r in range(3)]
+    assert firsts == [(0, "A"), (1, "B"), (2, "C")]
+    assert e2e_rounds.rotated(["A"], 5) == [(0, "A")]
