@@ -30,7 +30,7 @@ import torch
 import triton
 
 import mla_backend
-from mla_backend.testing import cal_diff, make_decode_inputs, varlen_seqlens
+from mla_backend.testing import cal_diff, engine_query, make_decode_inputs, varlen_seqlens
 
 SKEWED_SEQLENS = [4641, 45118, 1730, 1696]
 
@@ -92,19 +92,6 @@ def config_seqlens(args: argparse.Namespace) -> list[int]:
     if args.seqlens:
         return [int(v) for v in args.seqlens.split(",")]
     return seqlens_of(dict(b=args.b, s_q=args.s_q, mean_seqlen=args.mean))
-
-
-def engine_query(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """q's values laid out as vLLM's MLA layer hands a decode query to its backend: the latent
-    columns a transposed [h_q, tokens, 512] bmm output, the rope columns a slice of the
-    [tokens, h_q, 192] q projection. Returns (latent [b, s_q, h_q, 512], rope [b, s_q, h_q, 64])."""
-    b, s_q, h_q, _ = q.shape
-    tokens = b * s_q
-    latent = torch.empty(h_q, tokens, 512, dtype=q.dtype, device=q.device).transpose(0, 1)
-    projection = torch.empty(tokens, h_q, 192, dtype=q.dtype, device=q.device)
-    latent.copy_(q[..., :512].reshape(tokens, h_q, 512))
-    projection[..., 128:] = q[..., 512:].reshape(tokens, h_q, 64)
-    return latent.view(b, s_q, h_q, 512), projection[..., 128:].view(b, s_q, h_q, 64)
 
 
 # Each implementation takes q whole, or with apart = engine_query(q) as its vLLM backend does:

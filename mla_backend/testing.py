@@ -61,6 +61,19 @@ def req_to_token_pool(block_table: torch.Tensor, seq_lens: Sequence[int], pool_r
     return req_to_token, rows
 
 
+def engine_query(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """q's values laid out as vLLM's MLA layer hands a decode query to its backend: the latent
+    columns a transposed [h_q, tokens, 512] bmm output, the rope columns a slice of the
+    [tokens, h_q, 192] q projection. Returns (latent [b, s_q, h_q, 512], rope [b, s_q, h_q, 64])."""
+    b, s_q, h_q, _ = q.shape
+    tokens = b * s_q
+    latent = torch.empty(h_q, tokens, 512, dtype=q.dtype, device=q.device).transpose(0, 1)
+    projection = torch.empty(tokens, h_q, 192, dtype=q.dtype, device=q.device)
+    latent.copy_(q[..., :512].reshape(tokens, h_q, 512))
+    projection[..., 128:] = q[..., 512:].reshape(tokens, h_q, 64)
+    return latent.view(b, s_q, h_q, 512), projection[..., 128:].view(b, s_q, h_q, 64)
+
+
 def varlen_seqlens(b: int, mean: int, s_q: int, seed: int = 0) -> list[int]:
     """FlashMLA's benchmark batches: seqlen ~ N(mean, mean / 2), clipped below at s_q."""
     g = torch.Generator().manual_seed(seed)

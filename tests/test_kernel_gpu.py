@@ -6,7 +6,7 @@ import torch
 
 import mla_backend
 from mla_backend import reference
-from mla_backend.testing import cal_diff, make_decode_inputs, poison_allocator, sm90_skip_reason
+from mla_backend.testing import cal_diff, engine_query, make_decode_inputs, poison_allocator, sm90_skip_reason
 
 _reason = sm90_skip_reason()
 pytestmark = pytest.mark.skipif(_reason is not None, reason=_reason or "")
@@ -141,12 +141,8 @@ def test_rope_columns_apart(s_q, h_q):
     output of the concatenated q, and that output matches the reference."""
     seqlens = [0, 1, 65, 3000, 20000, 777]
     inp = make_decode_inputs(seqlens, s_q, h_q, device="cuda", seed=15)
-    b, tokens = len(seqlens), len(seqlens) * s_q
-    latent = torch.empty(h_q, tokens, 512, device="cuda", dtype=torch.bfloat16).transpose(0, 1)
-    projection = torch.empty(tokens, h_q, 192, device="cuda", dtype=torch.bfloat16)
-    latent.copy_(inp.q[..., :512].reshape(tokens, h_q, 512))
-    projection[..., 128:] = inp.q[..., 512:].reshape(tokens, h_q, 64)
-    q_latent, q_pe = latent.view(b, s_q, h_q, 512), projection[..., 128:].view(b, s_q, h_q, 64)
+    b = len(seqlens)
+    q_latent, q_pe = engine_query(inp.q)
     tsm, splits = mla_backend.get_mla_metadata(inp.cache_seqlens, s_q * h_q, 1)
     whole = mla_backend.flash_mla_with_kvcache(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,
                                                tsm, splits, causal=True)
