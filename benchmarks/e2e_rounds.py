@@ -87,13 +87,13 @@ def main():
     for backend in backends:
         argv = [*engine_argv, "--attention-backend", backend, *(["--enable-sleep-mode"] if sleeps else [])]
         llm = LLM.from_engine_args(EngineArgs.from_cli_args(cli.parse_args(argv)))
+        vocab_size = llm.llm_engine.model_config.get_vocab_size()  # one model: the same for every engine
         if not args.no_warmup:
-            timed_generate(llm, random_prompts(llm.llm_engine.model_config.get_vocab_size(), WARMUP.num_prompts,
-                                               WARMUP.input_len, seed=-1), WARMUP.output_len)
+            timed_generate(llm, random_prompts(vocab_size, WARMUP.num_prompts, WARMUP.input_len, seed=-1),
+                           WARMUP.output_len)
         if sleeps:
             llm.sleep(level=1)
         engines.append(llm)
-    vocab_size = engines[0].llm_engine.model_config.get_vocab_size()
     for r in range(args.rounds):
         prompts = random_prompts(vocab_size, args.num_prompts, args.input_len, seed=r)
         for engine, backend in rotated(backends, r):
