@@ -92,20 +92,19 @@ def run_engine_rounds(model: str, backends: list[str], tp: int, input_len: int, 
            "--", *model_args(model, tp), *extra]
     print("$ " + " ".join(cmd), flush=True)
     done = 0
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
-        for line in proc.stdout:
-            if line.startswith(ROUND_PREFIX):
-                done += 1
-                record = json.loads(line[len(ROUND_PREFIX):])
-                on_round({"tp": tp, "input_len": input_len, "output_len": output_len, "num_prompts": num_prompts,
-                          **record, "engine": first_engine + record["engine"]})
-        proc.wait()
-        if proc.returncode != 0 or done != rounds * len(backends):
-            log.seek(0)
-            sys.stderr.write(log.read()[-6000:])
-            raise RuntimeError(f"e2e_rounds.py failed for {','.join(backends)} (exit {proc.returncode}, "
-                               f"{done}/{rounds * len(backends)} rounds)")
+    # The engines' own log goes straight through to stderr: a call cut short by a time limit still shows
+    # how far the starts and rounds got.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith(ROUND_PREFIX):
+            done += 1
+            record = json.loads(line[len(ROUND_PREFIX):])
+            on_round({"tp": tp, "input_len": input_len, "output_len": output_len, "num_prompts": num_prompts,
+                      **record, "engine": first_engine + record["engine"]})
+    proc.wait()
+    if proc.returncode != 0 or done != rounds * len(backends):
+        raise RuntimeError(f"e2e_rounds.py failed for {','.join(backends)} (exit {proc.returncode}, "
+                           f"{done}/{rounds * len(backends)} rounds): its log is above")
 
 
 def run_order(backends: list[str], repeats: int) -> list[str]:

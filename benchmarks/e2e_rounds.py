@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import NamedTuple
 
@@ -58,6 +59,11 @@ def timed_generate(llm, prompts: list[list[int]], output_len: int) -> tuple[floa
     return elapsed, sum(len(o.outputs[0].token_ids) for o in outputs)
 
 
+def progress(message: str, since: float) -> None:
+    """One line on stderr with the seconds a step took, so that a run cut short shows where its time went."""
+    print(f"e2e_rounds: {message} in {time.perf_counter() - since:.1f} s", file=sys.stderr, flush=True)
+
+
 def rotated(backends: list[str], r: int) -> list[tuple[int, str]]:
     """(engine, backend) in the order they take round r: rotated by r, so no backend always goes first."""
     return [(e % len(backends), backends[e % len(backends)]) for e in range(r, r + len(backends))]
@@ -84,25 +90,33 @@ def main():
     sleeps = len(backends) > 1 and current_platform.is_sleep_mode_available()
     cli = EngineArgs.add_cli_args(FlexibleArgumentParser())
     engines = []
-    for backend in backends:
+    for engine, backend in enumerate(backends):
         argv = [*engine_argv, "--attention-backend", backend, *(["--enable-sleep-mode"] if sleeps else [])]
+        start = time.perf_counter()
         llm = LLM.from_engine_args(EngineArgs.from_cli_args(cli.parse_args(argv)))
         vocab_size = llm.llm_engine.model_config.get_vocab_size()  # one model: the same for every engine
         if not args.no_warmup:
             timed_generate(llm, random_prompts(vocab_size, WARMUP.num_prompts, WARMUP.input_len, seed=-1),
                            WARMUP.output_len)
+        progress(f"engine {engine} ({backend}) started and warmed up", start)
         if sleeps:
+            start = time.perf_counter()
             llm.sleep(level=1)
+            progress(f"engine {engine} slept", start)
         engines.append(llm)
     for r in range(args.rounds):
         prompts = random_prompts(vocab_size, args.num_prompts, args.input_len, seed=r)
         for engine, backend in rotated(backends, r):
             llm = engines[engine]
             if sleeps:
+                start = time.perf_counter()
                 llm.wake_up()
+                progress(f"engine {engine} woke", start)
             elapsed, output_tokens = timed_generate(llm, prompts, args.output_len)
             if sleeps:
+                start = time.perf_counter()
                 llm.sleep(level=1)
+                progress(f"engine {engine} slept", start)
             record = {"backend": backend, "engine": engine, "round": r, "elapsed_s": elapsed,
                       "output_tok_s": output_tokens / elapsed,
                       "total_tok_s": (output_tokens + args.num_prompts * args.input_len) / elapsed}
