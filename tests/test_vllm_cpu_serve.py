@@ -51,13 +51,16 @@ def test_bench_e2e_serves_rounds_from_engines_kept_alive(tmp_path, tiny_model, m
                                                          order):
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     records_path = tmp_path / "rounds.json"
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_e2e.py"), str(tiny_model), "--backends", backends,
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_e2e.py"), str(tiny_model), "--backends", backends,
                           *take_turns, "--rounds-per-engine", "2", "--input-len", "32", "--output-len", "8",
                           "--num-prompts", "4", "--max-model-len", "2048", "--vllm-args", "--enforce-eager --block-size 64",
-                          "--json", str(records_path)], check=True, capture_output=True, text=True, timeout=600).stdout
+                          "--json", str(records_path)], check=True, capture_output=True, text=True, timeout=600)
+    out = run.stdout
     records = json.loads(records_path.read_text())
     assert [(r["backend"], r["engine"], r["round"]) for r in records] == [("CUSTOM", e, r) for e, r in order]
     for r in records:  # 4 prompts of 8 output tokens each
         assert r["output_tok_s"] > 0 and abs(r["output_tok_s"] * r["elapsed_s"] - 32) < 1e-6
     summary_row = next(line for line in out.splitlines() if line.startswith("CUSTOM "))
     assert summary_row.split()[1] == str(len(backends.split(",")))  # the rounds of one engine are one sample
+    for e in range(len(backends.split(","))):  # the engines' log passes through, with each start's seconds
+        assert f"e2e_rounds: engine {e} (CUSTOM) started and warmed up in " in run.stderr
