@@ -142,18 +142,37 @@ def medians(records: list[dict]) -> dict[str, float]:
     return {b: statistics.median(v) for b, v in samples_by_backend(records).items()}
 
 
-def ratios_by_call(records: list[dict], ours: str, peer: str) -> list[float]:
-    """ours / peer within each call that ran both, in call order: the backends of one call ran on one
-    host within minutes, so a call's ratio is free of the drift between calls and hosts."""
+def calls_with_both(records: list[dict], ours: str, peer: str) -> list[tuple[float, str]]:
+    """(ours / peer, the backend that ran first) for each call that ran both, in call order. The
+    backends of one call ran on one host within minutes, so a call's ratio is free of the drift
+    between calls and hosts, but not of the order within the call. For engines taking turns,
+    the first is that of round 0."""
     calls: dict[int, list[dict]] = {}
     for r in records:
         calls.setdefault(r.get("call", 0), []).append(r)
-    ratios = []
+    found = []
     for call_records in calls.values():
         means = {b: statistics.mean(v) for b, v in samples_by_backend(call_records).items()}
         if ours in means and peer in means:
-            ratios.append(means[ours] / means[peer])
-    return ratios
+            first = next(r["backend"] for r in call_records if r["backend"] in (ours, peer))
+            found.append((means[ours] / means[peer], first))
+    return found
+
+
+def ratios_by_call(records: list[dict], ours: str, peer: str) -> list[float]:
+    """ours / peer within each call that ran both, in call order."""
+    return [ratio for ratio, _ in calls_with_both(records, ours, peer)]
+
+
+def order_balanced(records: list[dict], ours: str, peer: str) -> tuple[float, float, float] | None:
+    """(geometric mean of the calls where ours ran first, of those where the peer did, and the
+    geometric mean of the two): the last weighs both orders alike, so that a host that slows
+    within a call favours neither backend. None unless both orders ran."""
+    by_first = {b: [ratio for ratio, first in calls_with_both(records, ours, peer) if first == b] for b in (ours, peer)}
+    if not (by_first[ours] and by_first[peer]):
+        return None
+    ours_first, peer_first = (geometric_mean_and_two_se(by_first[b])[0] for b in (ours, peer))
+    return ours_first, peer_first, math.sqrt(ours_first * peer_first)
 
 
 def geometric_mean_and_two_se(ratios: list[float]) -> tuple[float, float | None]:
@@ -200,6 +219,10 @@ def summary(records: list[dict], ours_backend: str = "CUSTOM") -> str:
             mean, factor = geometric_mean_and_two_se(calls)
             lines.append(f"ours/{b} within each call: {', '.join(f'{x:.3f}' for x in calls)}; geometric mean {mean:.3f}"
                          + (f", 2 SE {mean / factor:.3f}..{mean * factor:.3f}" if factor else ""))
+            balanced = order_balanced(records, ours_backend, b)
+            if balanced:
+                lines.append(f"ours/{b} by which ran first in the call: {ours_backend} {balanced[0]:.3f}, "
+                             f"{b} {balanced[1]:.3f}; order-balanced {balanced[2]:.3f}")
     return "\n".join(lines)
 
 

@@ -115,6 +115,21 @@ def test_ratios_within_calls_and_their_geometric_mean():
     assert bench_e2e.geometric_mean_and_two_se([1.1]) == (1.1, None)
 
 
+def test_order_balanced_weighs_both_orders_alike():
+    # Three calls with CUSTOM first (ratios 1.2, 1.2, 1.2), one with FLASHMLA first (0.9): the plain
+    # geometric mean leans to the order run more often, the order-balanced one does not.
+    runs = [(0, "CUSTOM", 120.0), (0, "FLASHMLA", 100.0), (1, "CUSTOM", 120.0), (1, "FLASHMLA", 100.0),
+            (2, "FLASHMLA", 100.0), (2, "CUSTOM", 90.0), (3, "CUSTOM", 60.0), (3, "FLASHMLA", 50.0)]
+    records = [{"backend": b, "call": c, "output_tok_s": v} for c, b, v in runs]
+    assert [f for _, f in bench_e2e.calls_with_both(records, "CUSTOM", "FLASHMLA")] == \
+        ["CUSTOM", "CUSTOM", "FLASHMLA", "CUSTOM"]
+    ours_first, peer_first, balanced = bench_e2e.order_balanced(records, "CUSTOM", "FLASHMLA")
+    assert abs(ours_first - 1.2) < 1e-12 and abs(peer_first - 0.9) < 1e-12
+    assert abs(balanced - (1.2 * 0.9) ** 0.5) < 1e-12
+    assert bench_e2e.order_balanced(records[:4], "CUSTOM", "FLASHMLA") is None  # one order only
+    assert "order-balanced 1.039" in bench_e2e.summary(records)
+
+
 def test_engines_take_turns_in_an_order_rotated_each_round():
     e2e_rounds = load("e2e_rounds")
     assert e2e_rounds.rotated(["CUSTOM", "FLASHMLA"], 0) == [(0, "CUSTOM"), (1, "FLASHMLA")]
