@@ -111,10 +111,15 @@ def _aligned16(t: torch.Tensor) -> bool:
     return _is_tracing(t) or t.data_ptr() % 16 == 0  # fake tensors under tracing have no data
 
 
+def _row_strides_ok(strides: tuple) -> bool:
+    """q's and q_pe's [b, s_q, h_q, *] strides allow the kernel's 16-byte loads (8 bf16/fp16 elements)."""
+    return strides[0] % 8 == 0 and strides[1] % 8 == 0 and strides[2] % 8 == 0
+
+
 def _expect_16byte_loads(name: str, t: torch.Tensor) -> None:
     """The kernel reads q's [b, s_q, h_q, *] rows (q and q_pe) in 16-byte pieces."""
     _expect(t.stride(-1) == 1, lambda: f"{name} must be contiguous in its last dim, got strides {t.stride()}")
-    _expect(all(st % 8 == 0 for st in t.stride()[:3]) and _aligned16(t),
+    _expect(_row_strides_ok(t.stride()) and _aligned16(t),
             lambda: f"{name}'s batch, token and head strides must be multiples of 8 elements and its data "
                     f"16-byte aligned (16-byte loads), got strides {t.stride()}")
 
@@ -136,12 +141,11 @@ def _decode_inputs_ok(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_s
     device = q.device
     if q_pe is not None and not (isinstance(q_pe, torch.Tensor) and q_pe.dtype == q.dtype and q_pe.device == device
                                  and tuple(q_pe.shape) == (b, s_q, h_q, HEAD_DIM_QK - HEAD_DIM_V)
-                                 and q_pe.stride(3) == 1 and all(st % 8 == 0 for st in q_pe.stride()[:3])
-                                 and _aligned16(q_pe)):
+                                 and q_pe.stride(3) == 1 and _row_strides_ok(q_pe.stride()) and _aligned16(q_pe)):
         return False
     q_cols = HEAD_DIM_QK if q_pe is None else HEAD_DIM_V
     if not (q.dtype in (torch.bfloat16, torch.float16) and d == q_cols and s_q >= 1 and h_q >= 1
-            and qs[3] == 1 and qs[0] % 8 == 0 and qs[1] % 8 == 0 and qs[2] % 8 == 0
+            and qs[3] == 1 and _row_strides_ok(qs)
             and k_cache.dtype == q.dtype and k_cache.device == device
             and tuple(k_cache.shape[1:]) == (PAGE_SIZE, 1, HEAD_DIM_QK)
             and ks[3] == 1 and ks[0] % 8 == 0 and ks[1] % 8 == 0):
