@@ -168,7 +168,8 @@ def order_balanced(records: list[dict], ours: str, peer: str) -> tuple[float, fl
     """(geometric mean of the calls where ours ran first, of those where the peer did, and the
     geometric mean of the two): the last weighs both orders alike, so that a host that slows
     within a call favours neither backend. None unless both orders ran."""
-    by_first = {b: [ratio for ratio, first in calls_with_both(records, ours, peer) if first == b] for b in (ours, peer)}
+    calls = calls_with_both(records, ours, peer)
+    by_first = {b: [ratio for ratio, first in calls if first == b] for b in (ours, peer)}
     if not (by_first[ours] and by_first[peer]):
         return None
     ours_first, peer_first = (geometric_mean_and_two_se(by_first[b])[0] for b in (ours, peer))

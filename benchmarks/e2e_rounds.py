@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import contextmanager
 from typing import NamedTuple
 
 ROUND_PREFIX = "ROUND "
@@ -59,9 +60,13 @@ def timed_generate(llm, prompts: list[list[int]], output_len: int) -> tuple[floa
     return elapsed, sum(len(o.outputs[0].token_ids) for o in outputs)
 
 
-def progress(message: str, since: float) -> None:
-    """One line on stderr with the seconds a step took, so that a run cut short shows where its time went."""
-    print(f"e2e_rounds: {message} in {time.perf_counter() - since:.1f} s", file=sys.stderr, flush=True)
+@contextmanager
+def logged_seconds(message: str):
+    """One line on stderr with the seconds the step inside took, so that a run cut short shows where
+    its time went."""
+    start = time.perf_counter()
+    yield
+    print(f"e2e_rounds: {message} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
 
 
 def rotated(backends: list[str], r: int) -> list[tuple[int, str]]:
@@ -92,31 +97,27 @@ def main():
     engines = []
     for engine, backend in enumerate(backends):
         argv = [*engine_argv, "--attention-backend", backend, *(["--enable-sleep-mode"] if sleeps else [])]
-        start = time.perf_counter()
-        llm = LLM.from_engine_args(EngineArgs.from_cli_args(cli.parse_args(argv)))
-        vocab_size = llm.llm_engine.model_config.get_vocab_size()  # one model: the same for every engine
-        if not args.no_warmup:
-            timed_generate(llm, random_prompts(vocab_size, WARMUP.num_prompts, WARMUP.input_len, seed=-1),
-                           WARMUP.output_len)
-        progress(f"engine {engine} ({backend}) started and warmed up", start)
+        with logged_seconds(f"engine {engine} ({backend}) started and warmed up"):
+            llm = LLM.from_engine_args(EngineArgs.from_cli_args(cli.parse_args(argv)))
+            vocab_size = llm.llm_engine.model_config.get_vocab_size()  # one model: the same for every engine
+            if not args.no_warmup:
+                timed_generate(llm, random_prompts(vocab_size, WARMUP.num_prompts, WARMUP.input_len, seed=-1),
+                               WARMUP.output_len)
         if sleeps:
-            start = time.perf_counter()
-            llm.sleep(level=1)
-            progress(f"engine {engine} slept", start)
+            with logged_seconds(f"engine {engine} slept"):
+                llm.sleep(level=1)
         engines.append(llm)
     for r in range(args.rounds):
         prompts = random_prompts(vocab_size, args.num_prompts, args.input_len, seed=r)
         for engine, backend in rotated(backends, r):
             llm = engines[engine]
             if sleeps:
-                start = time.perf_counter()
-                llm.wake_up()
-                progress(f"engine {engine} woke", start)
+                with logged_seconds(f"engine {engine} woke"):
+                    llm.wake_up()
             elapsed, output_tokens = timed_generate(llm, prompts, args.output_len)
             if sleeps:
-                start = time.perf_counter()
-                llm.sleep(level=1)
-                progress(f"engine {engine} slept", start)
+                with logged_seconds(f"engine {engine} slept"):
+                    llm.sleep(level=1)
             record = {"backend": backend, "engine": engine, "round": r, "elapsed_s": elapsed,
                       "output_tok_s": output_tokens / elapsed,
                       "total_tok_s": (output_tokens + args.num_prompts * args.input_len) / elapsed}
