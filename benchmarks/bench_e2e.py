@@ -146,12 +146,15 @@ def calls_with_both(records: list[dict], ours: str, peer: str) -> list[tuple[flo
     """(ours / peer, the backend that ran first) for each call that ran both, in call order. The
     backends of one call ran on one host within minutes, so a call's ratio is free of the drift
     between calls and hosts, but not of the order within the call. For engines taking turns,
-    the first is that of round 0."""
+    the first is that of round 0. A round that only one of the two finished (a call cut short at
+    its time limit) is left out, so that each backend's mean covers the same rounds."""
     calls: dict[int, list[dict]] = {}
     for r in records:
         calls.setdefault(r.get("call", 0), []).append(r)
     found = []
     for call_records in calls.values():
+        rounds_of = {b: {r.get("round") for r in call_records if r["backend"] == b} for b in (ours, peer)}
+        call_records = [r for r in call_records if r.get("round") in rounds_of[ours] & rounds_of[peer]]
         means = {b: statistics.mean(v) for b, v in samples_by_backend(call_records).items()}
         if ours in means and peer in means:
             first = next(r["backend"] for r in call_records if r["backend"] in (ours, peer))

@@ -115,6 +115,17 @@ def test_ratios_within_calls_and_their_geometric_mean():
     assert bench_e2e.geometric_mean_and_two_se([1.1]) == (1.1, None)
 
 
+def test_a_round_only_one_engine_finished_is_left_out_of_the_ratio():
+    # Engines taking turns, the call cut short in round 1 after CUSTOM's turn: the ratio is round 0's.
+    runs = [("FLASHMLA", 0, 0, 90.0), ("CUSTOM", 1, 0, 99.0), ("CUSTOM", 1, 1, 120.0)]
+    records = [{"backend": b, "engine": e, "round": r, "output_tok_s": v} for b, e, r, v in runs]
+    [(ratio, first)] = bench_e2e.calls_with_both(records, "CUSTOM", "FLASHMLA")
+    assert abs(ratio - 1.1) < 1e-12 and first == "FLASHMLA"
+    # Both rounds complete: each backend's mean over both.
+    records.append({"backend": "FLASHMLA", "engine": 0, "round": 1, "output_tok_s": 110.0})
+    assert abs(bench_e2e.ratios_by_call(records, "CUSTOM", "FLASHMLA")[0] - 109.5 / 100.0) < 1e-12
+
+
 def test_order_balanced_weighs_both_orders_alike():
     # Three calls with CUSTOM first (ratios 1.2, 1.2, 1.2), one with FLASHMLA first (0.9): the plain
     # geometric mean leans to the order run more often, the order-balanced one does not.
