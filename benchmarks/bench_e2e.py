@@ -142,23 +142,45 @@ def medians(records: list[dict]) -> dict[str, float]:
     return {b: statistics.median(v) for b, v in samples_by_backend(records).items()}
 
 
+def paired_calls(records: list[dict], ours: str, peer: str) -> list[list[dict]]:
+    """The records of each call that ran both backends, in call order. A round that only one of the
+    two finished (a call cut short at its time limit) is left out, so that each backend's mean
+    covers the same rounds."""
+    calls: dict[int, list[dict]] = {}
+    for r in records:
+        calls.setdefault(r.get("call", 0), []).append(r)
+    paired = []
+    for call_records in calls.values():
+        rounds_of = {b: {r.get("round") for r in call_records if r["backend"] == b} for b in (ours, peer)}
+        both = rounds_of[ours] & rounds_of[peer]
+        if both:
+            paired.append([r for r in call_records if r.get("round") in both and r["backend"] in (ours, peer)])
+    return paired
+
+
 def calls_with_both(records: list[dict], ours: str, peer: str) -> list[tuple[float, str]]:
     """(ours / peer, the backend that ran first) for each call that ran both, in call order. The
     backends of one call ran on one host within minutes, so a call's ratio is free of the drift
     between calls and hosts, but not of the order within the call. For engines taking turns,
-    the first is that of round 0. A round that only one of the two finished (a call cut short at
-    its time limit) is left out, so that each backend's mean covers the same rounds."""
-    calls: dict[int, list[dict]] = {}
-    for r in records:
-        calls.setdefault(r.get("call", 0), []).append(r)
+    the first is that of round 0."""
     found = []
-    for call_records in calls.values():
-        rounds_of = {b: {r.get("round") for r in call_records if r["backend"] == b} for b in (ours, peer)}
-        call_records = [r for r in call_records if r.get("round") in rounds_of[ours] & rounds_of[peer]]
+    for call_records in paired_calls(records, ours, peer):
         means = {b: statistics.mean(v) for b, v in samples_by_backend(call_records).items()}
-        if ours in means and peer in means:
-            first = next(r["backend"] for r in call_records if r["backend"] in (ours, peer))
-            found.append((means[ours] / means[peer], first))
+        found.append((means[ours] / means[peer], call_records[0]["backend"]))
+    return found
+
+
+def phase_ratios_by_call(records: list[dict], ours: str, peer: str) -> list[tuple[float, float]]:
+    """(peer's seconds / ours) in the decode phase and in the rest of the round (e2e_rounds'
+    decode_phase_s), backends' means over the rounds both finished, for each call whose records
+    all carry the phase."""
+    found = []
+    for call_records in paired_calls(records, ours, peer):
+        if any(r.get("decode_phase_s") is None for r in call_records):
+            continue
+        decode, rest = ({b: statistics.mean(f(r) for r in call_records if r["backend"] == b) for b in (ours, peer)}
+                        for f in (lambda r: r["decode_phase_s"], lambda r: r["elapsed_s"] - r["decode_phase_s"]))
+        found.append((decode[peer] / decode[ours], rest[peer] / rest[ours]))
     return found
 
 
@@ -223,6 +245,11 @@ def summary(records: list[dict], ours_backend: str = "CUSTOM") -> str:
             mean, factor = geometric_mean_and_two_se(calls)
             lines.append(f"ours/{b} within each call: {', '.join(f'{x:.3f}' for x in calls)}; geometric mean {mean:.3f}"
                          + (f", 2 SE {mean / factor:.3f}..{mean * factor:.3f}" if factor else ""))
+            phases = phase_ratios_by_call(records, ours_backend, b)
+            if phases:
+                lines.append(f"{b}'s seconds / ours within each call, decode phase: "
+                             f"{', '.join(f'{d:.3f}' for d, _ in phases)}; the rest (prefill ramp): "
+                             f"{', '.join(f'{r:.3f}' for _, r in phases)}")
             balanced = order_balanced(records, ours_backend, b)
             if balanced:
                 lines.append(f"ours/{b} by which ran first in the call: {ours_backend} {balanced[0]:.3f}, "

@@ -49,15 +49,27 @@ def random_prompts(vocab_size: int, num_prompts: int, input_len: int, seed: int)
     return [[rng.randrange(vocab_size) for _ in range(input_len)] for _ in range(num_prompts)]
 
 
-def timed_generate(llm, prompts: list[list[int]], output_len: int) -> tuple[float, int]:
-    """Seconds for one llm.generate over the prompts, and the output tokens it produced."""
+def timed_generate(llm, prompts: list[list[int]], output_len: int) -> tuple[float, int, float | None]:
+    """Seconds for one llm.generate over the prompts, the output tokens it produced, and the seconds
+    of its decode phase (decode_phase_seconds)."""
     from vllm import SamplingParams, TokensPrompt
 
     params = SamplingParams(temperature=1.0, top_p=1.0, ignore_eos=True, max_tokens=output_len)
     start = time.perf_counter()
     outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
     elapsed = time.perf_counter() - start
-    return elapsed, sum(len(o.outputs[0].token_ids) for o in outputs)
+    return elapsed, sum(len(o.outputs[0].token_ids) for o in outputs), decode_phase_seconds(outputs)
+
+
+def decode_phase_seconds(outputs) -> float | None:
+    """Seconds from the last request's first token to the last token of all, by the engine's own
+    timestamps: the steps with no prefill left, the batch at its fullest and then shrinking. The
+    rest of a round is the prefill ramp, where decodes ride along with prompt chunks. None where
+    the engine kept no request timestamps (stats off)."""
+    stats = [o.metrics for o in outputs]
+    if not stats or any(s is None or not s.first_token_ts for s in stats):
+        return None
+    return max(s.last_token_ts for s in stats) - max(s.first_token_ts for s in stats)
 
 
 @contextmanager
@@ -114,12 +126,12 @@ def main():
             if sleeps:
                 with logged_seconds(f"engine {engine} woke"):
                     llm.wake_up()
-            elapsed, output_tokens = timed_generate(llm, prompts, args.output_len)
+            elapsed, output_tokens, decode_phase_s = timed_generate(llm, prompts, args.output_len)
             if sleeps:
                 with logged_seconds(f"engine {engine} slept"):
                     llm.sleep(level=1)
             record = {"backend": backend, "engine": engine, "round": r, "elapsed_s": elapsed,
-                      "output_tok_s": output_tokens / elapsed,
+                      "decode_phase_s": decode_phase_s, "output_tok_s": output_tokens / elapsed,
                       "total_tok_s": (output_tokens + args.num_prompts * args.input_len) / elapsed}
             print(ROUND_PREFIX + json.dumps(record), flush=True)
 

@@ -126,6 +126,19 @@ def test_a_round_only_one_engine_finished_is_left_out_of_the_ratio():
     assert abs(bench_e2e.ratios_by_call(records, "CUSTOM", "FLASHMLA")[0] - 109.5 / 100.0) < 1e-12
 
 
+def test_phase_ratios_split_each_call_into_its_decode_phase_and_the_rest():
+    runs = [("FLASHMLA", 0, 0, 34.0, 18.0), ("CUSTOM", 1, 0, 32.0, 16.0),
+            ("CUSTOM", 1, 1, 31.0, 15.0), ("FLASHMLA", 0, 1, 35.0, 18.0), ("CUSTOM", 1, 2, 40.0, 20.0)]
+    records = [{"backend": b, "engine": e, "round": r, "elapsed_s": t, "decode_phase_s": d, "output_tok_s": 1e4 / t}
+               for b, e, r, t, d in runs]
+    [(decode, rest)] = bench_e2e.phase_ratios_by_call(records, "CUSTOM", "FLASHMLA")  # round 2 has no peer
+    assert abs(decode - 18.0 / 15.5) < 1e-12 and abs(rest - 16.5 / 16.0) < 1e-12
+    assert "FLASHMLA's seconds / ours within each call, decode phase: 1.161; the rest (prefill ramp): 1.031" \
+        in bench_e2e.summary(records)
+    records[0]["decode_phase_s"] = None  # an engine that kept no request timestamps: no split for its call
+    assert bench_e2e.phase_ratios_by_call(records, "CUSTOM", "FLASHMLA") == []
+
+
 def test_order_balanced_weighs_both_orders_alike():
     # Three calls with CUSTOM first (ratios 1.2, 1.2, 1.2), one with FLASHMLA first (0.9): the plain
     # geometric mean leans to the order run more often, the order-balanced one does not.
