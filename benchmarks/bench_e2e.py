@@ -174,13 +174,22 @@ def phase_ratios_by_call(records: list[dict], ours: str, peer: str) -> list[tupl
     """(peer's seconds / ours) in the decode phase and in the rest of the round (e2e_rounds'
     decode_phase_s), backends' means over the rounds both finished, for each call whose records
     all carry the phase."""
+    def decode_seconds(r: dict) -> float:
+        return r["decode_phase_s"]
+
+    def ramp_seconds(r: dict) -> float:
+        return r["elapsed_s"] - r["decode_phase_s"]
+
     found = []
     for call_records in paired_calls(records, ours, peer):
         if any(r.get("decode_phase_s") is None for r in call_records):
             continue
-        decode, rest = ({b: statistics.mean(f(r) for r in call_records if r["backend"] == b) for b in (ours, peer)}
-                        for f in (lambda r: r["decode_phase_s"], lambda r: r["elapsed_s"] - r["decode_phase_s"]))
-        found.append((decode[peer] / decode[ours], rest[peer] / rest[ours]))
+
+        def mean(backend: str, seconds) -> float:
+            return statistics.mean(seconds(r) for r in call_records if r["backend"] == backend)
+
+        found.append((mean(peer, decode_seconds) / mean(ours, decode_seconds),
+                      mean(peer, ramp_seconds) / mean(ours, ramp_seconds)))
     return found
 
 
