@@ -170,15 +170,30 @@ def calls_with_both(records: list[dict], ours: str, peer: str) -> list[tuple[flo
     return found
 
 
+def ramp_seconds(record: dict) -> float:
+    """A round's seconds outside its decode phase: the prefill ramp."""
+    return record["elapsed_s"] - record["decode_phase_s"]
+
+
+def round_note(record: dict) -> str:
+    """Where a round from a kept-alive engine ran, and where its ramp's time went, as far as recorded."""
+    if "engine" not in record:
+        return ""
+    note = f"   engine {record['engine']} round {record['round']}"
+    if record.get("decode_phase_s") is not None:
+        note += f", ramp {ramp_seconds(record):.1f} s"
+    if record.get("handover_s") is not None:
+        note += (f" (prompts handed over in {record['handover_s']:.1f} s, longest wait for a first token "
+                 f"{record['first_token_wait_s']:.1f} s)")
+    return note
+
+
 def phase_ratios_by_call(records: list[dict], ours: str, peer: str) -> list[tuple[float, float]]:
     """(peer's seconds / ours) in the decode phase and in the rest of the round (e2e_rounds'
     decode_phase_s), backends' means over the rounds both finished, for each call whose records
     all carry the phase."""
     def decode_seconds(r: dict) -> float:
         return r["decode_phase_s"]
-
-    def ramp_seconds(r: dict) -> float:
-        return r["elapsed_s"] - r["decode_phase_s"]
 
     found = []
     for call_records in paired_calls(records, ours, peer):
@@ -235,8 +250,7 @@ def ratio_of_means(ours: list[float], peer: list[float]) -> tuple[float, float |
 def summary(records: list[dict], ours_backend: str = "CUSTOM") -> str:
     """Runs in order, then per backend: runs, median, spread (min..max) and ours / backend."""
     lines = [f"{'run':>3} {'backend':<16} {'output tok/s':>13}"]
-    lines += [f"{i:>3} {r['backend']:<16} {r['output_tok_s']:>13.1f}"
-              + (f"   engine {r['engine']} round {r['round']}" if "engine" in r else "")
+    lines += [f"{i:>3} {r['backend']:<16} {r['output_tok_s']:>13.1f}{round_note(r)}"
               for i, r in enumerate(records, 1)]
     samples, median = samples_by_backend(records), medians(records)
     ours = samples.get(ours_backend)

@@ -23,6 +23,7 @@ engines share the memory and run as they are.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -49,27 +50,46 @@ def random_prompts(vocab_size: int, num_prompts: int, input_len: int, seed: int)
     return [[rng.randrange(vocab_size) for _ in range(input_len)] for _ in range(num_prompts)]
 
 
-def timed_generate(llm, prompts: list[list[int]], output_len: int) -> tuple[float, int, float | None]:
-    """Seconds for one llm.generate over the prompts, the output tokens it produced, and the seconds
-    of its decode phase (decode_phase_seconds)."""
+class RoundTimes(NamedTuple):
+    elapsed_s: float
+    output_tokens: int
+    decode_phase_s: float | None
+    handover_s: float | None
+    first_token_wait_s: float | None
+
+
+def timed_generate(llm, prompts: list[list[int]], output_len: int) -> RoundTimes:
+    """One llm.generate over the prompts: its seconds, the output tokens it produced, and where its
+    time went by the engine's own request timestamps (round_phases)."""
     from vllm import SamplingParams, TokensPrompt
 
     params = SamplingParams(temperature=1.0, top_p=1.0, ignore_eos=True, max_tokens=output_len)
-    start = time.perf_counter()
-    outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
-    elapsed = time.perf_counter() - start
-    return elapsed, sum(len(o.outputs[0].token_ids) for o in outputs), decode_phase_seconds(outputs)
+    requests = [TokensPrompt(prompt_token_ids=p) for p in prompts]
+    gc.collect()  # the last turn's garbage, collected before the clock starts rather than inside this round
+    start = time.monotonic()  # the engine core's clock, so that its timestamps can be read against it
+    outputs = llm.generate(requests, params, use_tqdm=False)
+    elapsed = time.monotonic() - start
+    return RoundTimes(elapsed, sum(len(o.outputs[0].token_ids) for o in outputs), *round_phases(outputs, start))
 
 
-def decode_phase_seconds(outputs) -> float | None:
-    """Seconds from the last request's first token to the last token of all, by the engine's own
-    timestamps: the steps with no prefill left, the batch at its fullest and then shrinking. The
-    rest of a round is the prefill ramp, where decodes ride along with prompt chunks. None where
-    the engine kept no request timestamps (stats off)."""
+def round_phases(outputs, start: float) -> tuple[float | None, float | None, float | None]:
+    """(decode_phase_s, handover_s, first_token_wait_s) from the engine's request timestamps (None
+    each where the engine kept none: stats off), all on time.monotonic's clock as `start` is.
+
+    decode_phase_s: from the last request's first token to the last token of all; the steps with no
+    prefill left, the batch at its fullest and then shrinking. The rest of a round is the prefill
+    ramp, where decodes ride along with prompt chunks.
+    handover_s: from the start until the engine core had queued the last request.
+    first_token_wait_s: the longest wait, from the start, for the next request's first token; a stall
+    inside the ramp shows here, a ramp slow throughout does not."""
     stats = [o.metrics for o in outputs]
     if not stats or any(s is None or not s.first_token_ts for s in stats):
-        return None
-    return max(s.last_token_ts for s in stats) - max(s.first_token_ts for s in stats)
+        return None, None, None
+    first_tokens = sorted(s.first_token_ts for s in stats)
+    decode_phase = max(s.last_token_ts for s in stats) - first_tokens[-1]
+    handover = max(s.queued_ts for s in stats) - start if all(s.queued_ts for s in stats) else None
+    waits = [b - a for a, b in zip([start, *first_tokens], first_tokens)]
+    return decode_phase, handover, max(waits)
 
 
 @contextmanager
@@ -126,13 +146,15 @@ def main():
             if sleeps:
                 with logged_seconds(f"engine {engine} woke"):
                     llm.wake_up()
-            elapsed, output_tokens, decode_phase_s = timed_generate(llm, prompts, args.output_len)
+            times = timed_generate(llm, prompts, args.output_len)
             if sleeps:
                 with logged_seconds(f"engine {engine} slept"):
                     llm.sleep(level=1)
-            record = {"backend": backend, "engine": engine, "round": r, "elapsed_s": elapsed,
-                      "decode_phase_s": decode_phase_s, "output_tok_s": output_tokens / elapsed,
-                      "total_tok_s": (output_tokens + args.num_prompts * args.input_len) / elapsed}
+            record = {"backend": backend, "engine": engine, "round": r, "elapsed_s": times.elapsed_s,
+                      "decode_phase_s": times.decode_phase_s, "handover_s": times.handover_s,
+                      "first_token_wait_s": times.first_token_wait_s,
+                      "output_tok_s": times.output_tokens / times.elapsed_s,
+                      "total_tok_s": (times.output_tokens + args.num_prompts * args.input_len) / times.elapsed_s}
             print(ROUND_PREFIX + json.dumps(record), flush=True)
 
 

@@ -161,3 +161,25 @@ def test_engines_take_turns_in_an_order_rotated_each_round():
     firsts = [e2e_rounds.rotated(["A", "B", "C"], r)[0] for r in range(3)]
     assert firsts == [(0, "A"), (1, "B"), (2, "C")]
     assert e2e_rounds.rotated(["A"], 5) == [(0, "A")]
+
+
+def test_round_phases_read_the_engine_timestamps_against_the_start():
+    e2e_rounds = load("e2e_rounds")
+
+    def output(queued, first_token, last_token):
+        metrics = type("Stats", (), {"queued_ts": queued, "first_token_ts": first_token, "last_token_ts": last_token})
+        return type("Output", (), {"metrics": metrics})
+
+    # Started at 100.0; three requests queued by 100.4; first tokens at 101, 101.5 and (after a
+    # stall) 104; the last token of all at 110.
+    outputs = [output(100.1, 101.0, 109.0), output(100.4, 104.0, 110.0), output(100.2, 101.5, 108.0)]
+    decode_phase, handover, wait = e2e_rounds.round_phases(outputs, 100.0)
+    assert abs(decode_phase - 6.0) < 1e-12 and abs(handover - 0.4) < 1e-12 and abs(wait - 2.5) < 1e-12
+    outputs[0].metrics.queued_ts = 0.0  # an engine that did not record the queueing: no hand-over
+    assert e2e_rounds.round_phases(outputs, 100.0)[1:] == (None, 2.5)
+    outputs[1].metrics = None  # stats off: nothing to read
+    assert e2e_rounds.round_phases(outputs, 100.0) == (None, None, None)
+    record = {"backend": "CUSTOM", "engine": 0, "round": 2, "elapsed_s": 12.0, "decode_phase_s": 6.0,
+              "handover_s": 0.4, "first_token_wait_s": 2.5, "output_tok_s": 1.0}
+    assert bench_e2e.round_note(record) == \
+        "   engine 0 round 2, ramp 6.0 s (prompts handed over in 0.4 s, longest wait for a first token 2.5 s)"

@@ -61,6 +61,8 @@ def test_bench_e2e_serves_rounds_from_engines_kept_alive(tmp_path, tiny_model, m
     for r in records:  # 4 prompts of 8 output tokens each
         assert r["output_tok_s"] > 0 and abs(r["output_tok_s"] * r["elapsed_s"] - 32) < 1e-6
         assert 0 < r["decode_phase_s"] < r["elapsed_s"]  # 7 decode steps after the prefill of all 4
+        ramp = r["elapsed_s"] - r["decode_phase_s"]  # the engine core's clock read against the harness's
+        assert 0 < r["handover_s"] < ramp and 0 < r["first_token_wait_s"] <= ramp
     summary_row = next(line for line in out.splitlines() if line.startswith("CUSTOM "))
     assert summary_row.split()[1] == str(len(backends.split(",")))  # the rounds of one engine are one sample
     for e in range(len(backends.split(","))):  # the engines' log passes through, with each start's seconds
