@@ -170,6 +170,18 @@ def calls_with_both(records: list[dict], ours: str, peer: str) -> list[tuple[flo
     return found
 
 
+def turn_pairs(records: list[dict], ours: str, peer: str) -> list[tuple[dict, dict]]:
+    """(ours, peer) for each round the two served back to back: engines taking turns, seconds apart.
+    Rounds of engines run one after the other share a round number too, but not adjacent records,
+    and are left out."""
+    pairs = []
+    for a, b in zip(records, records[1:]):
+        if (a.get("call"), a.get("round")) == (b.get("call"), b.get("round")) and "round" in a \
+                and {a["backend"], b["backend"]} == {ours, peer}:
+            pairs.append((a, b) if a["backend"] == ours else (b, a))
+    return pairs
+
+
 def ramp_seconds(record: dict) -> float:
     """A round's seconds outside its decode phase: the prefill ramp."""
     return record["elapsed_s"] - record["decode_phase_s"]
@@ -186,6 +198,22 @@ def round_note(record: dict) -> str:
         note += (f" (prompts handed over in {record['handover_s']:.1f} s, longest wait for a first token "
                  f"{record['first_token_wait_s']:.1f} s)")
     return note
+
+
+def phase_spread(pairs: list[tuple[dict, dict]], backends: tuple[str, str]) -> list[str]:
+    """A line per backend: its decode phase and its ramp, mean and sd, over the paired rounds that
+    recorded the phase."""
+    timed = [pair for pair in pairs if all(r.get("decode_phase_s") is not None for r in pair)]
+    if len(timed) < 2:
+        return []
+    lines = []
+    for side, backend in enumerate(backends):
+        decode = [pair[side]["decode_phase_s"] for pair in timed]
+        ramp = [ramp_seconds(pair[side]) for pair in timed]
+        lines.append(f"  {backend} over those {len(timed)} rounds: decode phase {statistics.mean(decode):.3f} s "
+                     f"(sd {statistics.stdev(decode):.3f}), ramp {statistics.mean(ramp):.2f} s "
+                     f"(sd {statistics.stdev(ramp):.2f})")
+    return lines
 
 
 def phase_ratios_by_call(records: list[dict], ours: str, peer: str) -> list[tuple[float, float]]:
@@ -273,6 +301,12 @@ def summary(records: list[dict], ours_backend: str = "CUSTOM") -> str:
                 lines.append(f"{b}'s seconds / ours within each call, decode phase: "
                              f"{', '.join(f'{d:.3f}' for d, _ in phases)}; the rest (prefill ramp): "
                              f"{', '.join(f'{r:.3f}' for _, r in phases)}")
+            pairs = turn_pairs(records, ours_backend, b)
+            if len(pairs) >= 2:
+                mean, factor = geometric_mean_and_two_se([o["output_tok_s"] / p["output_tok_s"] for o, p in pairs])
+                lines.append(f"ours/{b} over the {len(pairs)} rounds the engines served taking turns: geometric mean "
+                             f"{mean:.3f}, 2 SE {mean / factor:.3f}..{mean * factor:.3f}")
+                lines += phase_spread(pairs, (ours_backend, b))
             balanced = order_balanced(records, ours_backend, b)
             if balanced:
                 lines.append(f"ours/{b} by which ran first in the call: {ours_backend} {balanced[0]:.3f}, "

@@ -183,3 +183,21 @@ def test_round_phases_read_the_engine_timestamps_against_the_start():
               "handover_s": 0.4, "first_token_wait_s": 2.5, "output_tok_s": 1.0}
     assert bench_e2e.round_note(record) == \
         "   engine 0 round 2, ramp 6.0 s (prompts handed over in 0.4 s, longest wait for a first token 2.5 s)"
+
+
+def test_turn_pairs_are_the_rounds_served_back_to_back():
+    # Call 0: engines one after the other (rounds 0 of each are not adjacent), call 1: taking turns,
+    # the second round cut after CUSTOM's turn.
+    runs = [(0, "CUSTOM", 0, 110.0, 10.0, 20.0), (0, "CUSTOM", 1, 110.0, 10.0, 20.0),
+            (0, "FLASHMLA", 0, 100.0, 11.0, 20.0), (0, "FLASHMLA", 1, 100.0, 11.0, 20.0),
+            (1, "FLASHMLA", 0, 100.0, 12.0, 19.0), (1, "CUSTOM", 0, 120.0, 10.0, 20.0),
+            (1, "CUSTOM", 1, 90.0, 10.0, 22.0), (1, "FLASHMLA", 1, 100.0, 12.0, 21.0),
+            (1, "FLASHMLA", 2, 100.0, 12.0, 20.0)]
+    records = [{"backend": b, "call": c, "engine": c * 2 + (b == "CUSTOM"), "round": r, "output_tok_s": v,
+                "decode_phase_s": d, "elapsed_s": d + ramp} for c, b, r, v, d, ramp in runs]
+    pairs = bench_e2e.turn_pairs(records, "CUSTOM", "FLASHMLA")
+    assert [(o["round"], p["round"], o["output_tok_s"]) for o, p in pairs] == [(0, 0, 120.0), (1, 1, 90.0)]
+    text = bench_e2e.summary(records)
+    assert "ours/FLASHMLA over the 2 rounds the engines served taking turns: geometric mean 1.039" in text
+    assert "  CUSTOM over those 2 rounds: decode phase 10.000 s (sd 0.000), ramp 21.00 s (sd 1.41)" in text
+    assert "  FLASHMLA over those 2 rounds: decode phase 12.000 s (sd 0.000), ramp 20.00 s (sd 1.41)" in text
