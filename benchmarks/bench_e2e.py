@@ -172,12 +172,13 @@ def calls_with_both(records: list[dict], ours: str, peer: str) -> list[tuple[flo
 
 def turn_pairs(records: list[dict], ours: str, peer: str) -> list[tuple[dict, dict]]:
     """(ours, peer) for each round the two served back to back: engines taking turns, seconds apart.
-    Rounds of engines run one after the other share a round number too, but not adjacent records,
-    and are left out."""
+    Rounds of engines run one after the other share a round number too, but not adjacent records
+    unless each engine served a single round; records marked taking_turns False (written since the
+    twenty-first session) are left out for that case."""
     pairs = []
     for a, b in zip(records, records[1:]):
         if (a.get("call"), a.get("round")) == (b.get("call"), b.get("round")) and "round" in a \
-                and {a["backend"], b["backend"]} == {ours, peer}:
+                and {a["backend"], b["backend"]} == {ours, peer} and a.get("taking_turns", True):
             pairs.append((a, b) if a["backend"] == ours else (b, a))
     return pairs
 
@@ -351,7 +352,7 @@ def main():
         first_engine = 0
         for call_backends in calls:
             run_engine_rounds(args.model, call_backends, *workload, args.rounds_per_engine, not args.no_warmup,
-                              first_engine, keep)
+                              first_engine, lambda record: keep({**record, "taking_turns": args.take_turns}))
             first_engine += len(call_backends)
     else:
         if not args.no_warmup:

@@ -201,3 +201,6 @@ def test_turn_pairs_are_the_rounds_served_back_to_back():
     assert "ours/FLASHMLA over the 2 rounds the engines served taking turns: geometric mean 1.039" in text
     assert "  CUSTOM over those 2 rounds: decode phase 10.000 s (sd 0.000), ramp 21.00 s (sd 1.41)" in text
     assert "  FLASHMLA over those 2 rounds: decode phase 12.000 s (sd 0.000), ramp 20.00 s (sd 1.41)" in text
+    # One round from each engine, one engine after the other: adjacent, but not taking turns.
+    apart = [{**r, "taking_turns": False} for r in records[4:6]]
+    assert bench_e2e.turn_pairs(apart, "CUSTOM", "FLASHMLA") == []

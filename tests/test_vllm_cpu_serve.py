@@ -58,6 +58,7 @@ def test_bench_e2e_serves_rounds_from_engines_kept_alive(tmp_path, tiny_model, m
     out = run.stdout
     records = json.loads(records_path.read_text())
     assert [(r["backend"], r["engine"], r["round"]) for r in records] == [("CUSTOM", e, r) for e, r in order]
+    assert all(r["taking_turns"] == bool(take_turns) for r in records)
     for r in records:  # 4 prompts of 8 output tokens each
         assert r["output_tok_s"] > 0 and abs(r["output_tok_s"] * r["elapsed_s"] - 32) < 1e-6
         assert 0 < r["decode_phase_s"] < r["elapsed_s"]  # 7 decode steps after the prefill of all 4
