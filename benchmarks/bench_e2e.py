@@ -264,6 +264,12 @@ def geometric_mean_and_two_se(ratios: list[float]) -> tuple[float, float | None]
     return mean, math.exp(2 * statistics.stdev(logs) / len(logs) ** 0.5)
 
 
+def geometric_mean_text(ratios: list[float]) -> str:
+    """"geometric mean M, 2 SE LO..HI" (the interval left out below 2 ratios)."""
+    mean, factor = geometric_mean_and_two_se(ratios)
+    return f"geometric mean {mean:.3f}" + (f", 2 SE {mean / factor:.3f}..{mean * factor:.3f}" if factor else "")
+
+
 def ratio_of_means(ours: list[float], peer: list[float]) -> tuple[float, float | None]:
     """mean(ours) / mean(peer) and two standard errors of it (delta method; None below 2 runs each).
 
@@ -294,9 +300,8 @@ def summary(records: list[dict], ours_backend: str = "CUSTOM") -> str:
     for b in samples:
         calls = ratios_by_call(records, ours_backend, b) if ours and b != ours_backend else []
         if calls:
-            mean, factor = geometric_mean_and_two_se(calls)
-            lines.append(f"ours/{b} within each call: {', '.join(f'{x:.3f}' for x in calls)}; geometric mean {mean:.3f}"
-                         + (f", 2 SE {mean / factor:.3f}..{mean * factor:.3f}" if factor else ""))
+            lines.append(f"ours/{b} within each call: {', '.join(f'{x:.3f}' for x in calls)}; "
+                         f"{geometric_mean_text(calls)}")
             phases = phase_ratios_by_call(records, ours_backend, b)
             if phases:
                 lines.append(f"{b}'s seconds / ours within each call, decode phase: "
@@ -304,9 +309,9 @@ def summary(records: list[dict], ours_backend: str = "CUSTOM") -> str:
                              f"{', '.join(f'{r:.3f}' for _, r in phases)}")
             pairs = turn_pairs(records, ours_backend, b)
             if len(pairs) >= 2:
-                mean, factor = geometric_mean_and_two_se([o["output_tok_s"] / p["output_tok_s"] for o, p in pairs])
-                lines.append(f"ours/{b} over the {len(pairs)} rounds the engines served taking turns: geometric mean "
-                             f"{mean:.3f}, 2 SE {mean / factor:.3f}..{mean * factor:.3f}")
+                ratios = [o["output_tok_s"] / p["output_tok_s"] for o, p in pairs]
+                lines.append(f"ours/{b} over the {len(pairs)} rounds the engines served taking turns: "
+                             f"{geometric_mean_text(ratios)}")
                 lines += phase_spread(pairs, (ours_backend, b))
             balanced = order_balanced(records, ours_backend, b)
             if balanced:
