@@ -51,6 +51,7 @@ def random_prompts(vocab_size: int, num_prompts: int, input_len: int, seed: int)
 
 
 class RoundTimes(NamedTuple):
+    start_unix_s: float
     elapsed_s: float
     output_tokens: int
     decode_phase_s: float | None
@@ -59,17 +60,20 @@ class RoundTimes(NamedTuple):
 
 
 def timed_generate(llm, prompts: list[list[int]], output_len: int) -> RoundTimes:
-    """One llm.generate over the prompts: its seconds, the output tokens it produced, and where its
-    time went by the engine's own request timestamps (round_phases)."""
+    """One llm.generate over the prompts: when it started on the wall clock (so that samples of the
+    card taken beside the run can be placed in it), its seconds, the output tokens it produced, and
+    where its time went by the engine's own request timestamps (round_phases)."""
     from vllm import SamplingParams, TokensPrompt
 
     params = SamplingParams(temperature=1.0, top_p=1.0, ignore_eos=True, max_tokens=output_len)
     requests = [TokensPrompt(prompt_token_ids=p) for p in prompts]
     gc.collect()  # the last turn's garbage, collected before the clock starts rather than inside this round
+    start_unix = time.time()
     start = time.monotonic()  # the engine core's clock, so that its timestamps can be read against it
     outputs = llm.generate(requests, params, use_tqdm=False)
     elapsed = time.monotonic() - start
-    return RoundTimes(elapsed, sum(len(o.outputs[0].token_ids) for o in outputs), *round_phases(outputs, start))
+    output_tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    return RoundTimes(start_unix, elapsed, output_tokens, *round_phases(outputs, start))
 
 
 def round_phases(outputs, start: float) -> tuple[float | None, float | None, float | None]:
@@ -150,7 +154,8 @@ def main():
             if sleeps:
                 with logged_seconds(f"engine {engine} slept"):
                     llm.sleep(level=1)
-            record = {"backend": backend, "engine": engine, "round": r, "elapsed_s": times.elapsed_s,
+            record = {"backend": backend, "engine": engine, "round": r, "start_unix_s": times.start_unix_s,
+                      "utc_offset_s": time.localtime(times.start_unix_s).tm_gmtoff, "elapsed_s": times.elapsed_s,
                       "decode_phase_s": times.decode_phase_s, "handover_s": times.handover_s,
                       "first_token_wait_s": times.first_token_wait_s,
                       "output_tok_s": times.output_tokens / times.elapsed_s,

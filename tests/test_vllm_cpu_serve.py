@@ -3,6 +3,7 @@ bench_e2e's engine rounds run on it."""
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,9 @@ def test_bench_e2e_serves_rounds_from_engines_kept_alive(tmp_path, tiny_model, m
     records = json.loads(records_path.read_text())
     assert [(r["backend"], r["engine"], r["round"]) for r in records] == [("CUSTOM", e, r) for e, r in order]
     assert all(r["taking_turns"] == bool(take_turns) for r in records)
+    starts = [r["start_unix_s"] for r in records]  # the wall clock, where samples of the card are placed
+    assert starts == sorted(starts) and all(b - a >= r["elapsed_s"] for a, b, r in zip(starts, starts[1:], records))
+    assert all(r["utc_offset_s"] == time.localtime(r["start_unix_s"]).tm_gmtoff for r in records)
     for r in records:  # 4 prompts of 8 output tokens each
         assert r["output_tok_s"] > 0 and abs(r["output_tok_s"] * r["elapsed_s"] - 32) < 1e-6
         assert 0 < r["decode_phase_s"] < r["elapsed_s"]  # 7 decode steps after the prefill of all 4
