@@ -170,17 +170,19 @@ def calls_with_both(records: list[dict], ours: str, peer: str) -> list[tuple[flo
     return found
 
 
+def turns_in_order(records: list[dict], ours: str, peer: str) -> list[tuple[dict, dict]]:
+    """(first, second) for each round the two served back to back: engines taking turns, seconds
+    apart. Rounds of engines run one after the other share a round number too, but not adjacent
+    records unless each engine served a single round; records marked taking_turns False (written
+    since the twenty-first session) are left out for that case."""
+    return [(a, b) for a, b in zip(records, records[1:])
+            if (a.get("call"), a.get("round")) == (b.get("call"), b.get("round")) and "round" in a
+            and {a["backend"], b["backend"]} == {ours, peer} and a.get("taking_turns", True)]
+
+
 def turn_pairs(records: list[dict], ours: str, peer: str) -> list[tuple[dict, dict]]:
-    """(ours, peer) for each round the two served back to back: engines taking turns, seconds apart.
-    Rounds of engines run one after the other share a round number too, but not adjacent records
-    unless each engine served a single round; records marked taking_turns False (written since the
-    twenty-first session) are left out for that case."""
-    pairs = []
-    for a, b in zip(records, records[1:]):
-        if (a.get("call"), a.get("round")) == (b.get("call"), b.get("round")) and "round" in a \
-                and {a["backend"], b["backend"]} == {ours, peer} and a.get("taking_turns", True):
-            pairs.append((a, b) if a["backend"] == ours else (b, a))
-    return pairs
+    """(ours, peer) for each round the two served back to back (turns_in_order)."""
+    return [(a, b) if a["backend"] == ours else (b, a) for a, b in turns_in_order(records, ours, peer)]
 
 
 def ramp_seconds(record: dict) -> float:
@@ -215,6 +217,23 @@ def phase_spread(pairs: list[tuple[dict, dict]], backends: tuple[str, str]) -> l
                      f"(sd {statistics.stdev(decode):.3f}), ramp {statistics.mean(ramp):.2f} s "
                      f"(sd {statistics.stdev(ramp):.2f})")
     return lines
+
+
+def mean_and_two_se_text(values: list[float]) -> str:
+    return f"{statistics.mean(values):+.2f} s, 2 SE {2 * statistics.stdev(values) / len(values) ** 0.5:.2f}"
+
+
+def ramp_differences(records: list[dict], backends: tuple[str, str]) -> list[str]:
+    """Over the turns that recorded the phase: the peer's ramp minus ours, and the ramp of the engine
+    that went first in its round minus the second's (the first one served the round before's last
+    turn too: it slept and woke with no turn of the other between)."""
+    turns = [t for t in turns_in_order(records, *backends) if all(r.get("decode_phase_s") is not None for r in t)]
+    if len(turns) < 2:
+        return []
+    ours, peer = backends
+    by_backend = [{r["backend"]: ramp_seconds(r) for r in t} for t in turns]
+    return [f"  ramp, {peer} minus {ours}: {mean_and_two_se_text([d[peer] - d[ours] for d in by_backend])}; "
+            f"first in its round minus second: {mean_and_two_se_text([ramp_seconds(a) - ramp_seconds(b) for a, b in turns])}"]
 
 
 def phase_ratios_by_call(records: list[dict], ours: str, peer: str) -> list[tuple[float, float]]:
@@ -313,6 +332,7 @@ def summary(records: list[dict], ours_backend: str = "CUSTOM") -> str:
                 lines.append(f"ours/{b} over the {len(pairs)} rounds the engines served taking turns: "
                              f"{geometric_mean_text(ratios)}")
                 lines += phase_spread(pairs, (ours_backend, b))
+                lines += ramp_differences(records, (ours_backend, b))
             balanced = order_balanced(records, ours_backend, b)
             if balanced:
                 lines.append(f"ours/{b} by which ran first in the call: {ours_backend} {balanced[0]:.3f}, "

@@ -201,6 +201,9 @@ def test_turn_pairs_are_the_rounds_served_back_to_back():
     assert "ours/FLASHMLA over the 2 rounds the engines served taking turns: geometric mean 1.039" in text
     assert "  CUSTOM over those 2 rounds: decode phase 10.000 s (sd 0.000), ramp 21.00 s (sd 1.41)" in text
     assert "  FLASHMLA over those 2 rounds: decode phase 12.000 s (sd 0.000), ramp 20.00 s (sd 1.41)" in text
+    # Round 0: FLASHMLA first, ramps 19 then 20; round 1: CUSTOM first, 22 then 21.
+    assert "  ramp, FLASHMLA minus CUSTOM: -1.00 s, 2 SE 0.00; first in its round minus second: +0.00 s, 2 SE 2.00" \
+        in text
     # One round from each engine, one engine after the other: adjacent, but not taking turns.
     apart = [{**r, "taking_turns": False} for r in records[4:6]]
     assert bench_e2e.turn_pairs(apart, "CUSTOM", "FLASHMLA") == []
