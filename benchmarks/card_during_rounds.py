@@ -103,15 +103,18 @@ def correlation(xs: list[float], ys: list[float]) -> float:
 
 def spread_line(name: str, windows: list[Window]) -> str:
     """Seconds against SM clock over the windows: their correlation, and the coefficient of variation
-    of the seconds and of the SM cycles (seconds × clock)."""
+    of the seconds and of the SM cycles (seconds × clock). Also the seconds' correlation with power:
+    a phase that takes longer at lower power spent the extra time with the card waiting."""
     seconds = [w.seconds for w in windows]
     cycles = [w.seconds * w.sm_mhz for w in windows]
 
     def cv(values: list[float]) -> float:
         return statistics.stdev(values) / statistics.mean(values)
 
+    clock = correlation(seconds, [w.sm_mhz for w in windows])
+    power = correlation(seconds, [w.watts for w in windows])
     return (f"{name}: {len(windows)} rounds, seconds {statistics.mean(seconds):.2f} (cv {cv(seconds):.1%}), "
-            f"SM cycles cv {cv(cycles):.1%}, corr(seconds, SM clock) {correlation(seconds, [w.sm_mhz for w in windows]):+.2f}")
+            f"SM cycles cv {cv(cycles):.1%}, corr(seconds, SM clock) {clock:+.2f}, corr(seconds, power) {power:+.2f}")
 
 
 def summary(rounds: list[RoundOnCard]) -> str:

@@ -33,10 +33,12 @@ def test_rounds_take_the_samples_of_their_phases_on_the_local_clock():
 
 def test_a_ramp_slowed_by_its_clock_shows_steady_cycles():
     # Four rounds whose ramps did the same cycles at different clocks: seconds spread, cycles do not.
-    windows = [card.Window(seconds=15e3 / mhz, samples=40, sm_mhz=mhz, watts=650.0, celsius=50.0)
+    # Their power follows the clock.
+    windows = [card.Window(seconds=15e3 / mhz, samples=40, sm_mhz=mhz, watts=mhz / 3, celsius=50.0)
                for mhz in (1400, 1600, 1800, 1980)]
     line = card.spread_line("ramp", windows)
     assert "SM cycles cv 0.0%" in line and "corr(seconds, SM clock) -0.9" in line
+    assert "corr(seconds, power) -0.9" in line
     rounds = [card.RoundOnCard({"backend": "CUSTOM", "round": i}, w, w) for i, w in enumerate(windows)]
     text = card.summary(rounds)
     assert text.count("\n") == len(windows) + 3 and "decode phase, CUSTOM: 4 rounds" in text
