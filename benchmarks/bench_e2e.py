@@ -203,10 +203,15 @@ def round_note(record: dict) -> str:
     return note
 
 
+def with_phases(pairs: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
+    """The pairs of rounds that both recorded their decode phase (e2e_rounds since the twenty-first session)."""
+    return [pair for pair in pairs if all(r.get("decode_phase_s") is not None for r in pair)]
+
+
 def phase_spread(pairs: list[tuple[dict, dict]], backends: tuple[str, str]) -> list[str]:
     """A line per backend: its decode phase and its ramp, mean and sd, over the paired rounds that
     recorded the phase."""
-    timed = [pair for pair in pairs if all(r.get("decode_phase_s") is not None for r in pair)]
+    timed = with_phases(pairs)
     if len(timed) < 2:
         return []
     lines = []
@@ -220,6 +225,7 @@ def phase_spread(pairs: list[tuple[dict, dict]], backends: tuple[str, str]) -> l
 
 
 def mean_and_two_se_text(values: list[float]) -> str:
+    """"+M s, 2 SE E" for differences in seconds."""
     return f"{statistics.mean(values):+.2f} s, 2 SE {2 * statistics.stdev(values) / len(values) ** 0.5:.2f}"
 
 
@@ -227,7 +233,7 @@ def ramp_differences(records: list[dict], backends: tuple[str, str]) -> list[str
     """Over the turns that recorded the phase: the peer's ramp minus ours, and the ramp of the engine
     that went first in its round minus the second's (the first one served the round before's last
     turn too: it slept and woke with no turn of the other between)."""
-    turns = [t for t in turns_in_order(records, *backends) if all(r.get("decode_phase_s") is not None for r in t)]
+    turns = with_phases(turns_in_order(records, *backends))
     if len(turns) < 2:
         return []
     ours, peer = backends

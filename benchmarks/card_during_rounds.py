@@ -90,15 +90,9 @@ def rounds_on_card(records: list[dict], samples: list[CardSample]) -> list[Round
             continue
         start = r["start_unix_s"] + r["utc_offset_s"]  # onto the samples' local clock
         end = start + r["elapsed_s"]
-        found.append(RoundOnCard(r, window(samples, start, end - r["decode_phase_s"]),
-                                 window(samples, end - r["decode_phase_s"], end)))
+        ramp_end = end - r["decode_phase_s"]
+        found.append(RoundOnCard(r, window(samples, start, ramp_end), window(samples, ramp_end, end)))
     return found
-
-
-def correlation(xs: list[float], ys: list[float]) -> float:
-    mx, my = statistics.mean(xs), statistics.mean(ys)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    return sxy / (sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in ys)) ** 0.5
 
 
 def spread_line(name: str, windows: list[Window]) -> str:
@@ -111,8 +105,8 @@ def spread_line(name: str, windows: list[Window]) -> str:
     def cv(values: list[float]) -> float:
         return statistics.stdev(values) / statistics.mean(values)
 
-    clock = correlation(seconds, [w.sm_mhz for w in windows])
-    power = correlation(seconds, [w.watts for w in windows])
+    clock = statistics.correlation(seconds, [w.sm_mhz for w in windows])
+    power = statistics.correlation(seconds, [w.watts for w in windows])
     return (f"{name}: {len(windows)} rounds, seconds {statistics.mean(seconds):.2f} (cv {cv(seconds):.1%}), "
             f"SM cycles cv {cv(cycles):.1%}, corr(seconds, SM clock) {clock:+.2f}, corr(seconds, power) {power:+.2f}")
 
