@@ -7,8 +7,9 @@
 The kernel is the same for every schedule; only its metadata differs, so separate builds and
 processes (whose timings drift by a few percent) are not needed for a scheduler change.
 Schedules: `gpu` (the shipped scheduler kernel), `model` (its Python model), `pour` (the model
-without the one-request-a-part rule), `parts=N` (the model over N parts); join with `+`,
-e.g. `pour+parts=66`. Prints medians over --rounds rounds of `do_bench` and the change against
+without the one-request-a-part rule), `parts=N` (the model over N parts), `fixed=H` and
+`slack=H` (a request's fixed cost and a part's slack, in half page pairs); join with `+`,
+e.g. `pour+parts=66` or `fixed=3+slack=2`. Prints medians over --rounds rounds of `do_bench` and the change against
 the first schedule.
 """
 from __future__ import annotations
@@ -25,17 +26,20 @@ from mla_backend.testing import cal_diff, make_decode_inputs
 
 def model_metadata(seqlens: list[int], num_q_tokens_per_head_k: int, schedule: str,
                    num_sms: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Metadata of a model schedule (`model`, `pour`, `parts=N`, joined with `+`), on the CPU."""
+    """Metadata of a model schedule (`model`, `pour`, `parts=N`, `fixed=H`, `slack=H`, joined with `+`), on the CPU."""
     parts = reference.num_sm_parts(num_sms, num_q_tokens_per_head_k, 1)
-    whole_requests = True
+    options = {"whole_requests": True}
     for token in schedule.split("+"):
+        name, _, value = token.partition("=")
         if token == "pour":
-            whole_requests = False
-        elif token.startswith("parts="):
-            parts = int(token[len("parts="):])
+            options["whole_requests"] = False
+        elif name == "parts":
+            parts = int(value)
+        elif name in ("fixed", "slack"):
+            options[f"{name}_cost_half_pairs" if name == "fixed" else "slack_half_pairs"] = int(value)
         elif token != "model":
-            raise ValueError(f"unknown schedule {token!r}: expected gpu, model, pour or parts=N")
-    rows, num_splits = reference.schedule_parts(seqlens, parts, whole_requests)
+            raise ValueError(f"unknown schedule {token!r}: expected gpu, model, pour, parts=N, fixed=H or slack=H")
+    rows, num_splits = reference.schedule_parts(seqlens, parts, **options)
     return (torch.tensor(rows, dtype=torch.int32).view(parts, reference.METADATA_FIELDS),
             torch.tensor(num_splits, dtype=torch.int32))
 

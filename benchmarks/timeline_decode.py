@@ -96,9 +96,42 @@ def call_phases(lanes: list[list[tuple]], combine: list[int]) -> dict:
         phases["end"].append(us(lane[-1][0]))
         phases["pairs_per_lane"].append(len(pairs))
     main_end = max(phases["end"])
+    # What a balanced grid could win back: the share of the busy lanes' time from each lane's end
+    # to the grid's, when their SMs stream nothing.
+    busy_ends = [e for e, n in zip(phases["end"], phases["pairs_per_lane"]) if n > 0]
+    tail_idle = sum(main_end - e for e in busy_ends) / (len(busy_ends) * main_end) if busy_ends else 0.0
     combine_us = {name: us(ns) for name, ns in zip(("combine_entry", "combine_waited", "combine_end"), combine)
                   if 0 < ns < 2**62}
-    return {"phases": phases, "main_end": main_end, **combine_us, "blocks": combine_blocks(combine, t0)}
+    return {"phases": phases, "main_end": main_end, "tail_idle": tail_idle, **combine_us, "blocks": combine_blocks(combine, t0)}
+
+
+def lane_end_model(raw_calls: list[dict]) -> dict:
+    """Each busy lane's end fitted as a + b·pairs + c·requests over all calls (least squares), so
+    that a request's fixed work reads in pairs (c / b); and how much of what is left is the SM's
+    own: the correlation, over SMs, of their mean residual in even calls with that in odd calls."""
+    rows, ends, sms, parity = [], [], [], []
+    for i, call in enumerate(raw_calls):
+        lanes = call["lanes"]
+        t0 = first_entry(lanes)
+        for lane in lanes:
+            pairs = sum(r[1] == PAIR_END for r in lane)
+            if pairs:
+                rows.append([1.0, pairs, sum(r[1] == Q_READY for r in lane)])
+                ends.append((lane[-1][0] - t0) / 1e3)
+                sms.append(lane[0][2])
+                parity.append(i % 2)
+    x, y = torch.tensor(rows, dtype=torch.float64), torch.tensor(ends, dtype=torch.float64)
+    coef = torch.linalg.lstsq(x, y[:, None]).solution.flatten()
+    residual = (y - x @ coef).tolist()
+    halves = ({}, {})
+    for r, sm, half in zip(residual, sms, parity):
+        halves[half].setdefault(sm, []).append(r)
+    both = [sm for sm in halves[0] if sm in halves[1]]
+    corr = (statistics.correlation([statistics.mean(halves[0][sm]) for sm in both],
+                                   [statistics.mean(halves[1][sm]) for sm in both]) if len(both) > 2 else float("nan"))
+    _, per_pair, per_request = coef.tolist()
+    return {"per_pair": per_pair, "per_request": per_request, "residual_sd": statistics.pstdev(residual),
+            "sm_split_half_corr": corr}
 
 
 def critical_lane(lanes: list[list[tuple]]) -> list[tuple]:
@@ -147,9 +180,15 @@ def main():
           f"{args.calls} calls; µs from the first CTA's entry")
     for k in ("main_end", "combine_entry", "combine_waited", "combine_end"):
         print(f"{k:<16} {summarize([c[k] for c in calls if k in c])}")
+    print(f"tail idle %      {summarize([100 * c['tail_idle'] for c in calls])}  "
+          "(busy lanes' share from their end to the grid's)")
     merged = {k: [v for c in calls for v in c["phases"][k]] for k in calls[0]["phases"]}
     for k, v in merged.items():
         print(f"lane {k:<14} {summarize(v)}  (over all lanes and calls)")
+    fit = lane_end_model(raw)
+    print(f"lane end fit     {fit['per_pair']:.2f} µs a pair, {fit['per_request']:.2f} µs a request "
+          f"({fit['per_request'] / fit['per_pair']:.2f} pairs), residual sd {fit['residual_sd']:.2f} µs; "
+          f"its SM's share: split-half corr {fit['sm_split_half_corr']:.2f}")
     blocks = [b for c in calls for b in c["blocks"]]
     if blocks:
         print(f"combine blocks that merge: {len(calls[-1]['blocks'])} a call; pieces "

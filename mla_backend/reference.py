@@ -31,14 +31,16 @@ def pairs_left(pages: int, blk: int) -> int:
     return (pages - blk + 1) // 2
 
 
-def schedule_parts(seqlens: Sequence[int], num_parts: int,
-                   whole_requests: bool = True) -> tuple[list[list[int]], list[int]]:
+def schedule_parts(seqlens: Sequence[int], num_parts: int, whole_requests: bool = True,
+                   fixed_cost_half_pairs: int = 2 * FIXED_COST_PAIRS,
+                   slack_half_pairs: int | None = None) -> tuple[list[list[int]], list[int]]:
     """Pours the pages of the requests, in order and in pairs, into `num_parts` parts.
 
-    Work is counted in page pairs, the main loop's step (a lone last page costs a pair).
-    A request costs its pairs plus FIXED_COST_PAIRS. Each part gets a budget of
-    ceil(total / num_parts) + FIXED_COST_PAIRS; a request that does not fit is split
-    after a whole number of pairs, and the last part takes whatever is left.
+    Work is counted in half page pairs (the main loop's step is a pair; a lone last page costs
+    a pair). A request costs its pairs plus `fixed_cost_half_pairs`. Each part gets a budget
+    of the mean cost, rounded up to a whole pair, plus `slack_half_pairs` (by default the fixed
+    cost); a request that does not fit is split after a whole number of pairs, and the last part
+    takes whatever is left.
     Where every request fits one budget and there are no more requests than parts, each
     request gets a part of its own instead: no part costs more, and no request is split
     (`whole_requests=False` pours regardless, for A/B timing).
@@ -47,10 +49,12 @@ def schedule_parts(seqlens: Sequence[int], num_parts: int,
     Row: [begin_req, begin_block, end_req (inclusive), end_block (exclusive),
     begin_split, 0, 0, 0]; an empty part has begin_req == batch.
     """
+    fixed = fixed_cost_half_pairs
+    slack = fixed if slack_half_pairs is None else slack_half_pairs
     batch = len(seqlens)
     pages = [max(int(s), 0) // PAGE_SIZE + (max(int(s), 0) % PAGE_SIZE > 0) for s in seqlens]
-    costs = [pairs_left(p, 0) + FIXED_COST_PAIRS for p in pages]
-    payload = -(-sum(costs) // num_parts) + FIXED_COST_PAIRS
+    costs = [2 * pairs_left(p, 0) + fixed for p in pages]
+    payload = 2 * -(-sum(costs) // (2 * num_parts)) + slack
 
     def empty_part():
         return [batch, 0, batch - 1, 0, 0, 0, 0, 0]
@@ -69,14 +73,14 @@ def schedule_parts(seqlens: Sequence[int], num_parts: int,
         row = [req, blk, req, blk, pieces_done, 0, 0, 0]
         budget = payload
         while req < batch:
-            remaining = pairs_left(pages[req], blk)
-            if part == num_parts - 1 or budget >= remaining + FIXED_COST_PAIRS:
-                budget -= remaining + FIXED_COST_PAIRS
+            remaining = 2 * pairs_left(pages[req], blk)
+            if part == num_parts - 1 or budget >= remaining + fixed:
+                budget -= remaining + fixed
                 row[2], row[3] = req, pages[req]
                 counts[req] = pieces_done + 1
                 req, blk, pieces_done = req + 1, 0, 0
             else:
-                take = budget - FIXED_COST_PAIRS
+                take = (budget - fixed) // 2
                 if take > 0:
                     row[2], row[3] = req, blk + 2 * take
                     blk += 2 * take

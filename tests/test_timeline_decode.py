@@ -30,6 +30,9 @@ def test_call_phases(timeline):
     assert phases["end"] == [6.0, 0.2] and phases["pairs_per_lane"] == [2, 0]
     assert phases["next_q"] == []
     assert call["main_end"] == 6.0
+    assert call["tail_idle"] == 0.0  # one busy lane: it is the grid's end
+    second_busy = [(1_000, t.ENTRY, 4, 0), (3_000, t.PAIR_END, 4, 0), (4_000, t.STORED, 4, 0)]
+    assert t.call_phases([busy, second_busy], [0, 0, 0])["tail_idle"] == pytest.approx((6.0 - 3.0) / (2 * 6.0))
     assert (call["combine_entry"], call["combine_waited"], call["combine_end"]) == (1.0, 6.5, 8.0)
     # Combine slots never written keep their initial values and are left out.
     assert "combine_end" not in t.call_phases([busy], [2_000, 7_500, 0])
@@ -67,3 +70,27 @@ def test_combine_blocks_keep_the_merging_ones(timeline):
         {"block": 0, "sm": 17, "pieces": 22, "waited": 7.0, "first_batch": 7.4, "merged": 8.0, "exit": 8.5},
         {"block": 3, "sm": 17, "pieces": 22, "waited": 7.0, "first_batch": 7.4, "merged": 8.0, "exit": 8.5},
     ]
+
+
+def test_lane_end_model_reads_the_cost_of_a_pair_and_of_a_request(timeline):
+    t = timeline
+
+    def lane(sm, pairs, requests, slow=0):
+        end = 1_000 + 4_000 * pairs + 6_000 * requests + slow
+        return ([(1_000, t.ENTRY, sm, 0)] + [(2_000, t.Q_READY, sm, r) for r in range(requests)]
+                + [(3_000 + k, t.PAIR_END, sm, 2 * k) for k in range(pairs)] + [(end, t.STORED, sm, 0)])
+
+    work = [(10, 1), (8, 2), (12, 1), (9, 3), (11, 2), (10, 3), (7, 1), (12, 2)]
+    exact = [{"lanes": [lane(sm, *w) for sm, w in enumerate(work)] + [[(1_000, t.ENTRY, 9, 0)]]}] * 2
+    fit = t.lane_end_model(exact)
+    assert fit["per_pair"] == pytest.approx(4.0) and fit["per_request"] == pytest.approx(6.0)
+    assert fit["residual_sd"] == pytest.approx(0.0, abs=1e-9)
+    # An SM that is slow in every call makes the split-half correlation high; noise that flips
+    # from call to call makes it negative.
+    offsets = [700, -900, 300, 800, -600, 200, -500, 100]
+
+    def calls(sign):
+        return [{"lanes": [lane(sm, *w, slow=offsets[sm] * sign(i)) for sm, w in enumerate(work)]} for i in range(4)]
+
+    assert t.lane_end_model(calls(lambda i: 1))["sm_split_half_corr"] > 0.99
+    assert t.lane_end_model(calls(lambda i: (-1) ** i))["sm_split_half_corr"] < -0.99
