@@ -9,8 +9,8 @@ processes (whose timings drift by a few percent) are not needed for a scheduler 
 Schedules: `gpu` (the shipped scheduler kernel), `model` (its Python model), `pour` (the model
 without the one-request-a-part rule), `parts=N` (the model over N parts), `fixed=H` and
 `slack=H` (a request's fixed cost and a part's slack, in half page pairs); join with `+`,
-e.g. `pour+parts=66` or `fixed=3+slack=2`. Prints medians over --rounds rounds of `do_bench` and the change against
-the first schedule.
+e.g. `pour+parts=66` or `fixed=3+slack=2`. Prints medians over --rounds rounds of `do_bench`
+and the change against the first schedule.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ from mla_backend.testing import cal_diff, make_decode_inputs
 
 def model_metadata(seqlens: list[int], num_q_tokens_per_head_k: int, schedule: str,
                    num_sms: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Metadata of a model schedule (`model`, `pour`, `parts=N`, `fixed=H`, `slack=H`, joined with `+`), on the CPU."""
+    """Metadata of a model schedule (`model`, `pour`, `parts=N`, `fixed=H`, `slack=H`, joined with `+`),
+    on the CPU."""
     parts = reference.num_sm_parts(num_sms, num_q_tokens_per_head_k, 1)
     options = {"whole_requests": True}
     for token in schedule.split("+"):

@@ -102,7 +102,8 @@ def call_phases(lanes: list[list[tuple]], combine: list[int]) -> dict:
     tail_idle = sum(main_end - e for e in busy_ends) / (len(busy_ends) * main_end) if busy_ends else 0.0
     combine_us = {name: us(ns) for name, ns in zip(("combine_entry", "combine_waited", "combine_end"), combine)
                   if 0 < ns < 2**62}
-    return {"phases": phases, "main_end": main_end, "tail_idle": tail_idle, **combine_us, "blocks": combine_blocks(combine, t0)}
+    return {"phases": phases, "main_end": main_end, "tail_idle": tail_idle, **combine_us,
+            "blocks": combine_blocks(combine, t0)}
 
 
 def lane_end_model(raw_calls: list[dict]) -> dict:

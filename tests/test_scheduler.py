@@ -33,8 +33,8 @@ def pieces_of(rows, seqlens):
     return pieces, pages
 
 
-def check_schedule(seqlens, num_parts):
-    rows, num_splits = schedule_parts(seqlens, num_parts)
+def check_schedule(seqlens, num_parts, **options):
+    rows, num_splits = schedule_parts(seqlens, num_parts, **options)
     assert len(rows) == num_parts and len(num_splits) == len(seqlens) + 1
     pieces, pages = pieces_of(rows, seqlens)
     assert num_splits[0] == 0
@@ -67,6 +67,24 @@ def test_schedule_properties_random(seed):
     seqlens = [rng.choice([0, 1, 63, 64, 65, rng.randint(0, 20000), rng.randint(0, 131072)]) for _ in range(batch)]
     num_parts = rng.choice([1, 2, 33, 66, 132])
     check_schedule(seqlens, num_parts)
+
+
+@pytest.mark.parametrize("fixed,slack", [(2, None), (3, None), (4, None), (3, 2), (6, 0)])
+@pytest.mark.parametrize("seed", range(8))
+def test_schedule_properties_at_other_costs(seed, fixed, slack):
+    # ab_schedule.py's fixed=H and slack=H: a request's fixed cost and a part's slack in half pairs
+    # move where pieces end, never which pages are covered.
+    rng = random.Random(1000 + seed)
+    batch = rng.choice([3, 64, 600])
+    seqlens = [rng.choice([0, 1, 65, rng.randint(0, 20000), rng.randint(0, 131072)]) for _ in range(batch)]
+    check_schedule(seqlens, rng.choice([33, 66, 132]), fixed_cost_half_pairs=fixed, slack_half_pairs=slack)
+
+
+def test_default_costs_are_three_pairs():
+    rng = random.Random(7)
+    seqlens = [rng.randint(0, 30000) for _ in range(200)]
+    assert schedule_parts(seqlens, 132) == schedule_parts(seqlens, 132, fixed_cost_half_pairs=6, slack_half_pairs=6)
+    assert schedule_parts(seqlens, 132) != schedule_parts(seqlens, 132, fixed_cost_half_pairs=3)
 
 
 def test_schedule_balances_parts():
@@ -162,6 +180,9 @@ def test_ab_schedule_metadata(ab_schedule):
     assert pour[1][-1] > 64  # the pour splits some
     tsm, splits = ab.model_metadata(seqlens, 128, "pour+parts=33", 132)
     assert tsm.shape == (33, 8) and tsm.tolist() == schedule_parts(seqlens, 33, whole_requests=False)[0]
+    tsm, splits = ab.model_metadata(seqlens, 128, "pour+fixed=3+slack=4", 132)
+    assert tsm.tolist() == schedule_parts(seqlens, 66, whole_requests=False, fixed_cost_half_pairs=3,
+                                          slack_half_pairs=4)[0]
     with pytest.raises(ValueError, match="unknown schedule"):
         ab.model_metadata(seqlens, 128, "waves", 132)
 
