@@ -87,6 +87,23 @@ def test_skewed_batch_is_split():
     assert int(splits[2] - splits[1]) > 1
 
 
+@pytest.mark.parametrize("s_q,h_q,seqlens", [(4, 16, [4641, 45118, 1730, 1696]), (1, 128, [131072, 300, 20000]),
+                                             (2, 64, [2000] * 100)])
+def test_calls_are_deterministic(s_q, h_q, seqlens):
+    """Each piece of a split request covers pages fixed by the metadata, so two calls give the same
+    bits (engines' batch-invariant modes and reproducible sampling rely on it; DESIGN, "Twenty-third
+    session": a schedule that hands out pages by arrival loses it)."""
+    inp = make_decode_inputs(seqlens, s_q, h_q, device="cuda", seed=26)
+    tsm, splits = mla_backend.get_mla_metadata(inp.cache_seqlens, s_q * h_q, 1)
+    assert int((splits[1:] - splits[:-1]).max()) > 1, "no split request to test"
+    first = mla_backend.flash_mla_with_kvcache(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,
+                                               tsm, splits, causal=s_q > 1)
+    for _ in range(3):
+        again = mla_backend.flash_mla_with_kvcache(inp.q, inp.k_cache, inp.block_table, inp.cache_seqlens, 512,
+                                                   tsm, splits, causal=s_q > 1)
+        assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
+
+
 def test_combine_over_several_passes():
     # A large grid gets one combine warp per row, which merges 32 splits per pass; a long request
     # among 127 short ones is split more than 32 ways on a 132-SM card, so its rows are merged
