@@ -15,7 +15,6 @@ clock moves with power and temperature: if the ramp's seconds follow its clock, 
 from __future__ import annotations
 
 import argparse
-import calendar
 import json
 import statistics
 from datetime import datetime, timezone
@@ -50,7 +49,8 @@ def read_samples(lines) -> list[CardSample]:
             stamp = datetime.strptime(fields[0], "%Y/%m/%d %H:%M:%S.%f")
         except ValueError:
             continue
-        local_s = calendar.timegm(stamp.timetuple()) + stamp.microsecond * 1e-6
+        # The host's local wall clock read as if it were UTC: rounds_on_card moves their starts onto it.
+        local_s = stamp.replace(tzinfo=timezone.utc).timestamp()
         samples.append(CardSample(local_s, *(leading_number(f) for f in fields[1:])))
     return samples
 
