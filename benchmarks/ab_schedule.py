@@ -24,6 +24,10 @@ from mla_backend import reference
 from mla_backend.testing import cal_diff, make_decode_inputs
 
 
+# Schedule tokens `fixed=H` and `slack=H`: reference.schedule_parts' costs in half page pairs.
+COST_OPTIONS = {"fixed": "fixed_cost_half_pairs", "slack": "slack_half_pairs"}
+
+
 def model_metadata(seqlens: list[int], num_q_tokens_per_head_k: int, schedule: str,
                    num_sms: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Metadata of a model schedule (`model`, `pour`, `parts=N`, `fixed=H`, `slack=H`, joined with `+`),
@@ -36,8 +40,8 @@ def model_metadata(seqlens: list[int], num_q_tokens_per_head_k: int, schedule: s
             options["whole_requests"] = False
         elif name == "parts":
             parts = int(value)
-        elif name in ("fixed", "slack"):
-            options[f"{name}_cost_half_pairs" if name == "fixed" else "slack_half_pairs"] = int(value)
+        elif name in COST_OPTIONS:
+            options[COST_OPTIONS[name]] = int(value)
         elif token != "model":
             raise ValueError(f"unknown schedule {token!r}: expected gpu, model, pour, parts=N, fixed=H or slack=H")
     rows, num_splits = reference.schedule_parts(seqlens, parts, **options)
